@@ -1,0 +1,1 @@
+"""Stage 1: CLIP backbone, text embeddings, dataset adapters and the extraction runner."""

@@ -1,0 +1,254 @@
+"""Stage 1: images -> CLIP once -> the cache, in resumable work units.
+
+Reader (DataLoader of decode processes) -> mapper (the backbone) -> writer (a thread with a
+bounded queue), with per-phase timings. A rerun of the same command resumes: finished units are
+skipped, any other unit is redone whole, `complete` is written last.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..cache import store as backends
+from ..cache.writer import (CachePlan, LabelTable, UnitRows, create_cache, mark_complete,
+                            open_existing, pending_units, unit_bounds, write_unit)
+from ..config import ExtractConfig
+from .backbone import Backbone, load_backbone
+from .datasets import DatasetSource, Split, open_dataset
+from .images import ImageRows
+from .text import embed_labels, load_prompts
+from .unit_writer import UnitWriter
+
+
+class ExtractError(RuntimeError):
+    """Extraction stopped on purpose (--strict) or by a fault; the message says where and why."""
+
+
+@dataclass
+class PhaseTimes:
+    """Seconds spent per phase, summed over the run (decode is summed over worker processes)."""
+
+    decode: float = 0.0
+    forward: float = 0.0
+    write: float = 0.0
+
+
+@dataclass
+class ExtractSummary:
+    """What one `ovml extract` did."""
+
+    out: str
+    images: int = 0                      # images processed in this run
+    failures: int = 0                    # of those, rows written with ok = false
+    seconds: float = 0.0
+    bytes_on_disk: int = 0
+    resumed: bool = False
+    units_skipped: int = 0
+    phases: PhaseTimes = field(default_factory=PhaseTimes)
+    errors_file: str | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def lines(self) -> list[str]:
+        """The human summary printed at the end of a run."""
+        first = (f"{self.out}: {self.images} images ({self.failures} unreadable) in {self.seconds:.1f} s, "
+                 f"{self.images_per_second:.1f} images/s, {self.bytes_on_disk / 1e6:.1f} MB on disk")
+        if self.resumed:
+            first += f"; resumed, {self.units_skipped} finished units skipped"
+        phases = (f"phases: decode {self.phases.decode:.1f} s (summed over workers), "
+                  f"forward {self.phases.forward:.1f} s, write {self.phases.write:.1f} s")
+        lines = [first, phases]
+        if self.errors_file:
+            lines.append(f"unreadable images listed in {self.errors_file}")
+        return lines
+
+
+@dataclass
+class LimitedSplit(Split):
+    """The first `count` rows of a split (`--limit`)."""
+
+    inner: Split
+    count: int
+
+    def __post_init__(self):
+        self.name = self.inner.name
+        self.ids = self.inner.ids[: self.count]
+        self.paths = self.inner.paths[: self.count]
+        self.file_check = self.inner.file_check
+
+    def labels(self, start, stop):
+        return self.inner.labels(start, min(stop, self.count))
+
+
+def errors_path(out: str) -> str:
+    """`<out>.errors.tsv` beside a local cache; in the working folder for a URL."""
+    base = os.path.basename(out.rstrip("/")) if backends.is_url(out) else out.rstrip("/")
+    return base + ".errors.tsv"
+
+
+def select_splits(source: DatasetSource, names: tuple[str, ...] | None, limit: int | None) -> dict[str, Split]:
+    """The splits asked for (all by default), each cut to `limit` rows."""
+    chosen = names or tuple(source.splits)
+    unknown = [name for name in chosen if name not in source.splits]
+    if unknown:
+        raise ExtractError(f"{source.root}: no split {', '.join(unknown)} (splits: {', '.join(source.splits)})")
+    splits = {name: source.splits[name] for name in chosen}
+    if limit is not None:
+        splits = {name: LimitedSplit(name, [], [], inner=split, count=min(limit, len(split)))
+                  for name, split in splits.items()}
+    return splits
+
+
+def make_plan(config: ExtractConfig, source: DatasetSource, splits: dict[str, Split],
+              backbone: Backbone, prompts: list[str]) -> CachePlan:
+    """The cache layout for this run (text embeddings filled in only when the cache is created)."""
+    vocabulary = source.vocabulary
+    labels = LabelTable(list(vocabulary.names), list(vocabulary.ids), vocabulary.seen, None)
+    return CachePlan(backbone.describe(), source.describe(), prompts, labels,
+                     backbone.pool_weights(), backbone.num_heads,
+                     {name: len(split) for name, split in splits.items()}, config.unit_rows)
+
+
+def unit_batches(units: list[int], unit_rows: int, total: int, batch_size: int) -> list[list[int]]:
+    """Row batches that never cross a unit boundary, so a unit's batches are the same every run."""
+    batches = []
+    for unit in units:
+        start, stop = unit_bounds(unit, unit_rows, total)
+        batches.extend(list(range(b, min(b + batch_size, stop))) for b in range(start, stop, batch_size))
+    return batches
+
+
+def open_or_create(config: ExtractConfig, plan: CachePlan, backbone: Backbone,
+                   source: DatasetSource) -> tuple[backends.Store, bool]:
+    """Resume the cache made by this plan, or create it (computing the label text embeddings)."""
+    store = open_existing(config.out, plan, config.overwrite)
+    if store is not None:
+        return store, True
+    text = embed_labels(backbone.model, plan.labels.names, plan.prompts, backbone.device,
+                        progress=config.progress)
+    plan = dataclasses.replace(plan, labels=dataclasses.replace(plan.labels, text=text))
+    return create_cache(config.out, plan), False
+
+
+class UnitAssembler:
+    """Collects batch results into whole units and hands each finished unit to the writer."""
+
+    def __init__(self, split: Split, unit_rows: int, writer: UnitWriter):
+        self.split, self.unit_rows, self.writer = split, unit_rows, writer
+        self.parts: dict[int, list] = {}
+
+    def add(self, rows: np.ndarray, spatial: np.ndarray, global_embedding: np.ndarray,
+            reasons: list[str]) -> None:
+        unit = int(rows[0]) // self.unit_rows
+        self.parts.setdefault(unit, []).append((rows, spatial, global_embedding, reasons))
+        start, stop = unit_bounds(unit, self.unit_rows, len(self.split))
+        if sum(len(p[0]) for p in self.parts[unit]) == stop - start:
+            self.writer.put(unit, self._assemble(unit, start, stop))
+
+    def _assemble(self, unit: int, start: int, stop: int) -> UnitRows:
+        parts = self.parts.pop(unit)
+        reasons = [reason for part in parts for reason in part[3]]
+        ok = np.array([not reason for reason in reasons], dtype=bool)
+        spatial = np.concatenate([p[1] for p in parts])
+        global_embedding = np.concatenate([p[2] for p in parts])
+        spatial[~ok] = 0
+        global_embedding[~ok] = 0
+        ids = self.split.ids[start:stop]
+        failures = [(ids[i], reasons[i]) for i in np.flatnonzero(~ok)]
+        return UnitRows(spatial, global_embedding, self.split.labels(start, stop).astype(np.int8),
+                        list(ids), ok, failures)
+
+
+def extract_split(config: ExtractConfig, backbone: Backbone, store: backends.Store, split: Split,
+                  units: list[int], summary: ExtractSummary) -> None:
+    """Extract the given units of one split into the open store."""
+    batches = unit_batches(units, config.unit_rows, len(split), config.batch_size)
+    if not batches:
+        return
+    rows = ImageRows(split.paths, backbone.preprocess, backbone.input_resolution, split.file_check)
+    loader = torch.utils.data.DataLoader(
+        rows, batch_sampler=batches, num_workers=config.workers,
+        pin_memory=backbone.device.type == "cuda", prefetch_factor=4 if config.workers else None,
+        persistent_workers=False)
+    total = sum(len(b) for b in batches)
+    bar = tqdm(total=total, desc=f"extract {split.name}", unit="img", disable=not config.progress)
+    with UnitWriter(store, split.name, config.unit_rows, errors_path(config.out)) as writer:
+        assembler = UnitAssembler(split, config.unit_rows, writer)
+        for row_ids, images, reasons, decode_seconds in loader:
+            failed = [(int(r), reason) for r, reason in zip(row_ids, reasons) if reason]
+            if failed and config.strict:
+                row, reason = failed[0]
+                raise ExtractError(f"{split.paths[row]}: {reason} (--strict)")
+            started = time.perf_counter()
+            spatial, global_embedding = backbone.encode(images)
+            spatial = spatial.half().cpu().numpy()
+            global_embedding = global_embedding.half().cpu().numpy()
+            summary.phases.forward += time.perf_counter() - started
+            summary.phases.decode += float(decode_seconds.sum())
+            assembler.add(row_ids.numpy(), spatial, global_embedding, list(reasons))
+            summary.images += len(row_ids)
+            summary.failures += len(failed)
+            bar.update(len(row_ids))
+        bar.close()
+    summary.phases.write += writer.seconds
+
+
+def record_counts(store: backends.Store, splits: dict[str, Split]) -> None:
+    """Add per-split `ok` counts to the `dataset` attribute (coordinator only)."""
+    dataset = store.get_attr("dataset") or {}
+    counts = dataset.setdefault("splits", {})
+    for name in splits:
+        ok = np.asarray(store.array(f"splits/{name}/ok")[...], dtype=bool)
+        counts.setdefault(name, {}).update({"listed": len(ok), "ok": int(ok.sum())})
+    store.set_attr("dataset", dataset)
+
+
+def run_extraction(config: ExtractConfig) -> ExtractSummary:
+    """Extract every pending unit of the chosen splits and mark the cache complete."""
+    started = time.perf_counter()
+    if config.overwrite and os.path.exists(errors_path(config.out)):
+        os.remove(errors_path(config.out))
+    source = open_dataset(config.dataset, config.root, **adapter_options(config))
+    splits = select_splits(source, config.splits, config.limit)
+    backbone = load_backbone(config.model, config.device, config.download_root)
+    plan = make_plan(config, source, splits, backbone, load_prompts(config.prompts))
+    store, resumed = open_or_create(config, plan, backbone, source)
+    summary = ExtractSummary(config.out, resumed=resumed, errors_file=None)
+    try:
+        for name, split in splits.items():
+            units = pending_units(store, name)
+            summary.units_skipped += len(np.asarray(store.array(f"splits/{name}/units_done")[...])) - len(units)
+            extract_split(config, backbone, store, split, units, summary)
+        record_counts(store, splits)
+        mark_complete(store)
+        summary.bytes_on_disk = store.bytes_on_disk()
+    finally:
+        store.close()
+    summary.seconds = time.perf_counter() - started
+    summary.errors_file = tidy_errors_file(errors_path(config.out))
+    return summary
+
+
+def tidy_errors_file(path: str) -> str | None:
+    """Drop the duplicate lines that units redone after an interruption appended; None if no file."""
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        lines = list(dict.fromkeys(handle))
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(lines)
+    return path
+
+
+def adapter_options(config: ExtractConfig) -> dict:
+    """The adapter-specific options that were given."""
+    options = {"images": config.images, "unseen": config.unseen}
+    return {key: value for key, value in options.items() if value is not None}

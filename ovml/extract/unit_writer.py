@@ -1,0 +1,68 @@
+"""A writer thread with a bounded queue: cache writes overlap the next batches' compute while
+at most `depth` finished units wait in memory."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+from ..cache.schema import CacheError
+from ..cache.store import Store
+from ..cache.writer import UnitRows, write_unit
+
+
+class UnitWriter:
+    """Write finished units in the background; a write error is raised in the producer."""
+
+    def __init__(self, store: Store, split: str, unit_rows: int, errors_file: str, depth: int = 2):
+        self.store, self.split, self.unit_rows = store, split, unit_rows
+        self.errors_file = errors_file
+        self.seconds = 0.0
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+
+    def __enter__(self) -> "UnitWriter":
+        self._thread.start()
+        return self
+
+    def put(self, unit: int, rows: UnitRows) -> None:
+        """Queue one finished unit (blocks while `depth` units are waiting)."""
+        self._raise_if_failed()
+        self._queue.put((unit, rows))
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue
+            unit, rows = item
+            started = time.perf_counter()
+            try:
+                write_unit(self.store, self.split, unit, self.unit_rows, rows)
+                self._record_failures(rows)
+            except OSError as err:
+                self._error = CacheError(f"{self.store.path}: cannot write unit {unit} of {self.split} "
+                                         f"({err.strerror or err}); fix it and re-run the same command "
+                                         "to resume")
+            except BaseException as err:
+                self._error = err
+            self.seconds += time.perf_counter() - started
+
+    def _record_failures(self, rows: UnitRows) -> None:
+        if not rows.failures:
+            return
+        with open(self.errors_file, "a", encoding="utf-8") as handle:
+            handle.writelines(f"{self.split}\t{image}\t{reason}\n" for image, reason in rows.failures)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __exit__(self, *exc) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if exc[0] is None:
+            self._raise_if_failed()

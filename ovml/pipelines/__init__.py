@@ -1,0 +1,1 @@
+"""Orchestration over the cache and the heads: train, evaluate, predict, add labels, demo."""

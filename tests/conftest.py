@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny random-weight CLIP saved as a state dict and as TorchScript, and a
+small folder dataset of generated images."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from tests.folder_dataset import write_folder_dataset
+
+TINY = dict(embed_dim=64, image_resolution=96, vision_layers=(1, 1, 1, 1), vision_width=8,
+            vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=64,
+            transformer_heads=1, transformer_layers=1)
+
+
+def build_tiny_clip(seed: int = 0) -> torch.nn.Module:
+    """A random CLIP ResNet: 96 px, grid 3x3, C=256, D=64, 4 pool heads; fp16-rounded so that
+    saving and reloading (through clip's fp16 build_model) is lossless."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import clip.model
+    torch.manual_seed(seed)
+    model = clip.model.CLIP(**TINY)
+    with torch.no_grad():  # random BatchNorm statistics, so the stages are not identity-like
+        for module in model.visual.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    clip.model.convert_weights(model)
+    return model.float().eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_files(tmp_path_factory) -> dict:
+    """{'state_dict': path, 'torchscript': path, 'model': the module} of one tiny CLIP."""
+    folder = tmp_path_factory.mktemp("clip")
+    model = build_tiny_clip()
+    state_path = str(folder / "tiny_state.pt")
+    torch.save(model.state_dict(), state_path)
+    script_path = str(folder / "tiny_script.pt")
+    images = torch.randn(1, 3, TINY["image_resolution"], TINY["image_resolution"])
+    tokens = torch.zeros(1, TINY["context_length"], dtype=torch.long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(model, (images, tokens)).save(script_path)
+    return {"state_dict": state_path, "torchscript": script_path, "model": model}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_clip_files) -> str:
+    """Path of the tiny CLIP state dict, usable as `--model FILE`."""
+    return tiny_clip_files["state_dict"]
+
+
+@pytest.fixture
+def folder_dataset(tmp_path) -> str:
+    """A small folder dataset (classes.csv, labels.csv, images) with a few broken images."""
+    root = tmp_path / "shapes"
+    write_folder_dataset(str(root), images=24, broken=True)
+    return str(root)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+    np.seterr(all="raise")
+    yield
+    np.seterr(all="warn")
