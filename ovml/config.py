@@ -30,6 +30,8 @@ class ExtractConfig:
     download_root: str | None = None     # where named CLIP models are downloaded
     images: str | None = None            # image folder when not under the adapter's default place
     unseen: str | None = None            # coco: file of unseen label names
+    threads: int | None = None           # torch CPU threads (None: torch's default; Dask workers get the
+                                         # coordinator's, so CPU results are bit-identical to one process)
     progress: bool = True                # show progress bars
 
 
@@ -51,6 +53,7 @@ class TrainConfig:
     q_init: str = "random"               # F_q initialisation: random or pinv
     negatives: int | None = None         # sample this many negative labels per batch (None: all)
     val_fraction: float = 0.05           # training rows held out for per-epoch seen-label mAP
+    pseudo_unseen: float = 0.0           # seen labels held out of training, for `eval --alpha auto`
     seed: int = 0                        # every random choice derives from it
     device: str = "cpu"                  # torch device
     split: str = "train"                 # cache split to train on

@@ -168,11 +168,12 @@ class UnitAssembler:
 
 
 def extract_split(config: ExtractConfig, backbone: Backbone, store: backends.Store, split: Split,
-                  units: list[int], summary: ExtractSummary) -> None:
-    """Extract the given units of one split into the open store."""
+                  units: list[int], summary: ExtractSummary, errors_file: str | None) -> list:
+    """Extract the given units of one split into the open store; returns the failures
+    (split, image id, reason), also appended to `errors_file` when one is given."""
     batches = unit_batches(units, config.unit_rows, len(split), config.batch_size)
     if not batches:
-        return
+        return []
     rows = ImageRows(split.paths, backbone.preprocess, backbone.input_resolution, split.file_check)
     loader = torch.utils.data.DataLoader(
         rows, batch_sampler=batches, num_workers=config.workers,
@@ -180,7 +181,7 @@ def extract_split(config: ExtractConfig, backbone: Backbone, store: backends.Sto
         persistent_workers=False)
     total = sum(len(b) for b in batches)
     bar = tqdm(total=total, desc=f"extract {split.name}", unit="img", disable=not config.progress)
-    with UnitWriter(store, split.name, config.unit_rows, errors_path(config.out)) as writer:
+    with UnitWriter(store, split.name, config.unit_rows, errors_file) as writer:
         assembler = UnitAssembler(split, config.unit_rows, writer)
         for row_ids, images, reasons, decode_seconds in loader:
             failed = [(int(r), reason) for r, reason in zip(row_ids, reasons) if reason]
@@ -199,6 +200,7 @@ def extract_split(config: ExtractConfig, backbone: Backbone, store: backends.Sto
             bar.update(len(row_ids))
         bar.close()
     summary.phases.write += writer.seconds
+    return writer.failures
 
 
 def record_counts(store: backends.Store, splits: dict[str, Split]) -> None:
@@ -211,8 +213,29 @@ def record_counts(store: backends.Store, splits: dict[str, Split]) -> None:
     store.set_attr("dataset", dataset)
 
 
-def run_extraction(config: ExtractConfig) -> ExtractSummary:
-    """Extract every pending unit of the chosen splits and mark the cache complete."""
+@dataclass
+class Job:
+    """What the coordinator set up: the splits to extract, the model, the open store."""
+
+    config: ExtractConfig
+    splits: dict[str, Split]
+    backbone: Backbone
+    store: backends.Store
+    summary: ExtractSummary
+    started: float
+
+    def pending(self) -> dict[str, list[int]]:
+        """Unfinished units per split (finished ones are counted as skipped)."""
+        pending = {}
+        for name in self.splits:
+            pending[name] = pending_units(self.store, name)
+            total = self.store.array(f"splits/{name}/units_done").shape[0]
+            self.summary.units_skipped += total - len(pending[name])
+        return pending
+
+
+def begin(config: ExtractConfig) -> Job:
+    """Coordinator set-up: read the dataset, load the model, create or resume the store."""
     started = time.perf_counter()
     if config.overwrite and os.path.exists(errors_path(config.out)):
         os.remove(errors_path(config.out))
@@ -221,20 +244,35 @@ def run_extraction(config: ExtractConfig) -> ExtractSummary:
     backbone = load_backbone(config.model, config.device, config.download_root)
     plan = make_plan(config, source, splits, backbone, load_prompts(config.prompts))
     store, resumed = open_or_create(config, plan, backbone, source)
-    summary = ExtractSummary(config.out, resumed=resumed, errors_file=None)
+    return Job(config, splits, backbone, store, ExtractSummary(config.out, resumed=resumed), started)
+
+
+def finish(job: Job) -> ExtractSummary:
+    """Coordinator's last writes: per-split counts, then `complete`; closes the store."""
     try:
-        for name, split in splits.items():
-            units = pending_units(store, name)
-            summary.units_skipped += len(np.asarray(store.array(f"splits/{name}/units_done")[...])) - len(units)
-            extract_split(config, backbone, store, split, units, summary)
-        record_counts(store, splits)
-        mark_complete(store)
-        summary.bytes_on_disk = store.bytes_on_disk()
+        record_counts(job.store, job.splits)
+        mark_complete(job.store)
+        job.summary.bytes_on_disk = job.store.bytes_on_disk()
     finally:
-        store.close()
-    summary.seconds = time.perf_counter() - started
-    summary.errors_file = tidy_errors_file(errors_path(config.out))
-    return summary
+        job.store.close()
+    job.summary.seconds = time.perf_counter() - job.started
+    job.summary.errors_file = tidy_errors_file(errors_path(job.config.out))
+    return job.summary
+
+
+def run_extraction(config: ExtractConfig) -> ExtractSummary:
+    """Extract every pending unit of the chosen splits in this process and mark the cache complete."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    job = begin(config)
+    try:
+        for name, units in job.pending().items():
+            extract_split(config, job.backbone, job.store, job.splits[name], units, job.summary,
+                          errors_path(config.out))
+    except BaseException:
+        job.store.close()
+        raise
+    return finish(job)
 
 
 def tidy_errors_file(path: str) -> str | None:

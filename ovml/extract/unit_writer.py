@@ -14,9 +14,10 @@ from ..cache.writer import UnitRows, write_unit
 class UnitWriter:
     """Write finished units in the background; a write error is raised in the producer."""
 
-    def __init__(self, store: Store, split: str, unit_rows: int, errors_file: str, depth: int = 2):
+    def __init__(self, store: Store, split: str, unit_rows: int, errors_file: str | None, depth: int = 2):
         self.store, self.split, self.unit_rows = store, split, unit_rows
-        self.errors_file = errors_file
+        self.errors_file = errors_file        # None: failures are only collected in `failures`
+        self.failures: list[tuple[str, str, str]] = []
         self.seconds = 0.0
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
@@ -52,10 +53,10 @@ class UnitWriter:
             self.seconds += time.perf_counter() - started
 
     def _record_failures(self, rows: UnitRows) -> None:
-        if not rows.failures:
-            return
-        with open(self.errors_file, "a", encoding="utf-8") as handle:
-            handle.writelines(f"{self.split}\t{image}\t{reason}\n" for image, reason in rows.failures)
+        failures = [(self.split, image, reason) for image, reason in rows.failures]
+        self.failures.extend(failures)
+        if failures and self.errors_file:
+            append_errors(self.errors_file, failures)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -66,3 +67,9 @@ class UnitWriter:
         self._thread.join()
         if exc[0] is None:
             self._raise_if_failed()
+
+
+def append_errors(path: str, failures: list[tuple[str, str, str]]) -> None:
+    """Append (split, image id, reason) lines to the errors TSV."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.writelines(f"{split}\t{image}\t{reason}\n" for split, image, reason in failures)

@@ -1,0 +1,156 @@
+"""`ovml add-labels`: grow a cache's vocabulary with CLIP's text tower only (no image is re-read).
+
+The slow part (text embeddings) writes nothing. The commit then records an `adding_labels`
+journal, grows every label array, writes the new rows and clears the journal; readers that
+meet the journal keep the old vocabulary, so an interruption leaves a valid cache; the same
+command then rolls the partial commit back and does it again.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cache import store as backends
+from ..cache.reader import CacheReader
+from ..cache.schema import CacheError
+from ..errors import UsageError
+from ..extract.backbone import load_backbone, resolve_weights
+from ..extract.text import embed_labels
+
+JOURNAL = "adding_labels"
+
+
+@dataclass(frozen=True)
+class NewLabels:
+    names: list[str]
+    text: np.ndarray          # (k, D)
+    seen: bool
+    annotations: dict         # split -> (row indices, (rows, k) int8 values)
+
+
+def read_names(path: str, existing: set[str]) -> list[str]:
+    """One new label per line; blank lines and `#` comments skipped; no repeats, none existing."""
+    names: list[str] = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, 1):
+            name = line.strip()
+            if not name or name.startswith("#"):
+                continue
+            if name in existing:
+                raise UsageError(f"{path}:{number}: label {name!r} is already in the cache")
+            if name in names:
+                raise UsageError(f"{path}:{number}: label {name!r} listed twice")
+            names.append(name)
+    if not names:
+        raise UsageError(f"{path}: no label names")
+    return names
+
+
+def read_annotations(path: str, names: list[str], reader: CacheReader) -> dict:
+    """`id,labels` CSV (labels joined by `;`): listed images get +1/-1 on the new labels; others 0."""
+    column = {name: j for j, name in enumerate(names)}
+    wanted: dict[str, np.ndarray] = {}
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = csv.DictReader(handle)
+        if not {"id", "labels"} <= set(rows.fieldnames or []):
+            raise UsageError(f"{path}:1: needs the columns id,labels")
+        for row in rows:
+            vector = np.full(len(names), -1, dtype=np.int8)
+            for name in filter(None, (n.strip() for n in (row["labels"] or "").split(";"))):
+                if name not in column:
+                    raise UsageError(f"{path}:{rows.line_num}: {name!r} is not one of the new labels")
+                vector[column[name]] = 1
+            wanted[row["id"].strip()] = vector
+    found: dict = {}
+    for split in reader.splits:
+        ids = reader.image_ids(split)
+        hits = [(i, wanted[image]) for i, image in enumerate(ids) if image in wanted]
+        if hits:
+            found[split] = (np.array([i for i, _ in hits]), np.stack([v for _, v in hits]))
+    return found
+
+
+def check_same_model(reader: CacheReader, model: str, download_root: str | None) -> None:
+    """The text tower must come from the CLIP that made the cache (same weights sha256)."""
+    _, sha256 = resolve_weights(model, download_root)
+    if sha256 != reader.backbone.get("weights_sha256"):
+        raise UsageError(f"{model}: not the weights that made {reader.path} "
+                         f"(sha256 {sha256[:12]}... vs {str(reader.backbone.get('weights_sha256'))[:12]}...)")
+
+
+def prepare(cache: str, names_file: str, unseen: bool, model: str | None, device: str,
+            download_root: str | None, annotations: str | None, progress: bool) -> tuple[NewLabels, int]:
+    """Everything slow: read and embed the new names. Writes nothing."""
+    with CacheReader(cache) as reader:
+        names = read_names(names_file, set(reader.ids) | set(reader.names))
+        model = model or reader.backbone.get("name")
+        check_same_model(reader, model, download_root)
+        backbone = load_backbone(model, device, download_root)
+        text = embed_labels(backbone.model, names, reader.prompts or ["a photo of a {}."], backbone.device,
+                            progress=progress)
+        found = read_annotations(annotations, names, reader) if annotations else {}
+        return NewLabels(names, text, not unseen, found), reader.num_labels
+
+
+def commit(cache: str, new: NewLabels, old_count: int) -> None:
+    """Grow the arrays under a journal; readers see the old vocabulary until it is cleared."""
+    store = backends.open_store(cache, "a")
+    try:
+        count = old_count + len(new.names)
+        store.set_attr(JOURNAL, {"from": old_count, "to": count})
+        store.flush()
+        for key, values in (("labels/names", new.names), ("labels/ids", new.names)):
+            store.resize(key, (count,))
+            store.array(key)[old_count:count] = np.array(values, dtype=object)
+        store.resize("labels/seen", (count,))
+        store.array("labels/seen")[old_count:count] = new.seen
+        store.resize("labels/text", (count, new.text.shape[1]))
+        store.array("labels/text")[old_count:count] = new.text
+        for split in store.children("splits"):
+            matrix = store.array(f"splits/{split}/labels")
+            rows = matrix.shape[0]
+            store.resize(f"splits/{split}/labels", (rows, count))
+            if split in new.annotations:
+                indices, values = new.annotations[split]
+                block = np.zeros((rows, len(new.names)), dtype=np.int8)
+                block[indices] = values
+                store.array(f"splits/{split}/labels")[:, old_count:count] = block
+        store.flush()
+        store.set_attr(JOURNAL, None)
+        store.flush()
+    finally:
+        store.close()
+
+
+def roll_back_interrupted(cache: str) -> bool:
+    """Undo a commit that was interrupted (shrink every label array back); True if there was one."""
+    store = backends.open_store(cache, "a")
+    try:
+        journal = store.get_attr(JOURNAL)
+        if not journal:
+            return False
+        old = journal["from"]
+        for key in ("labels/names", "labels/ids", "labels/seen"):
+            store.resize(key, (old,))
+        store.resize("labels/text", (old, store.array("labels/text").shape[1]))
+        for split in store.children("splits"):
+            store.resize(f"splits/{split}/labels", (store.array(f"splits/{split}/labels").shape[0], old))
+        store.set_attr(JOURNAL, None)
+        store.flush()
+        return True
+    finally:
+        store.close()
+
+
+def add_labels(cache: str, names_file: str, unseen: bool = True, model: str | None = None,
+               device: str = "cpu", download_root: str | None = None, annotations: str | None = None,
+               progress: bool = True) -> list[str]:
+    """Append the labels of `names_file` to the cache; returns the names added."""
+    if not backends.exists(cache):
+        raise CacheError(f"{cache}: no cache here")
+    roll_back_interrupted(cache)
+    new, old_count = prepare(cache, names_file, unseen, model, device, download_root, annotations, progress)
+    commit(cache, new, old_count)
+    return new.names

@@ -1,0 +1,132 @@
+"""`ovml predict`: top-K labels of new images for any vocabulary, with CLIP-ML or a trained head.
+
+The model is loaded once; images are decoded like the extractor does; `--explain` writes each
+image with the head's attention map of every predicted label overlaid (the paper's Figure 3).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import UsageError
+from ..extract.backbone import Backbone, load_backbone
+from ..extract.images import decode
+from ..extract.text import embed_labels, load_prompts
+from .scoring import TrainedHead, clip_ml_scores, head_parts, load_trained_head
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class Prediction:
+    image: str
+    labels: list[tuple[str, float]]   # (name, score), best first
+    error: str = ""
+
+    def as_json(self) -> dict:
+        entry = {"image": self.image, "labels": [{"name": n, "score": round(s, 6)} for n, s in self.labels]}
+        return entry | ({"error": self.error} if self.error else {})
+
+
+def expand_images(inputs: list[str]) -> list[str]:
+    """Files as given; folders expanded to their image files (sorted, recursive)."""
+    images = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(d, f) for d, _, files in os.walk(item) for f in files
+                           if f.lower().endswith(IMAGE_SUFFIXES))
+            images.extend(found)
+        else:
+            images.append(item)
+    if not images:
+        raise UsageError("no images given (files or folders of .jpg/.png/...)")
+    return images
+
+
+def read_label_names(labels: str | None, labels_file: str | None) -> list[str]:
+    """Labels from `--labels "a,b"` or `--labels-file` (one per line)."""
+    if bool(labels) == bool(labels_file):
+        raise UsageError("give exactly one of --labels or --labels-file")
+    if labels:
+        names = [n.strip() for n in labels.split(",") if n.strip()]
+    else:
+        with open(labels_file, encoding="utf-8-sig") as handle:
+            names = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+    if not names:
+        raise UsageError("the label list is empty")
+    return list(dict.fromkeys(names))
+
+
+class Predictor:
+    """CLIP (and optionally a trained head) loaded once, scoring images against a vocabulary."""
+
+    def __init__(self, names: list[str], model: str = "RN50", head: str | None = None, alpha: float = 0.0,
+                 device: str = "cpu", download_root: str | None = None, prompts: str | None = None):
+        self.names = names
+        self.alpha = alpha
+        self.backbone: Backbone = load_backbone(model, device, download_root)
+        text = embed_labels(self.backbone.model, names, load_prompts(prompts), self.backbone.device, progress=False)
+        self.text = torch.from_numpy(text).to(self.backbone.device)
+        self.head: TrainedHead | None = None
+        if head:
+            pool = {k: torch.from_numpy(v).to(self.backbone.device) for k, v in self.backbone.pool_weights().items()}
+            self.head = load_trained_head(head, pool, self.backbone.num_heads, self.backbone.device)
+
+    def features(self, images: list[str]) -> tuple[list[int], list[str], torch.Tensor, torch.Tensor]:
+        """(indices decoded, errors per image, spatial (n, HW, C) float32, global (n, D) float32)."""
+        tensors, kept, errors = [], [], []
+        for index, path in enumerate(images):
+            tensor, reason = decode(path, self.backbone.preprocess)
+            errors.append(reason)
+            if tensor is not None:
+                tensors.append(tensor)
+                kept.append(index)
+        if not tensors:
+            return kept, errors, torch.empty(0), torch.empty(0)
+        spatial, global_embedding = self.backbone.encode(torch.stack(tensors))
+        return kept, errors, spatial.float(), global_embedding.float()
+
+    @torch.no_grad()
+    def scores(self, spatial: torch.Tensor, global_embedding: torch.Tensor) -> np.ndarray:
+        if self.head is None:
+            return clip_ml_scores(global_embedding, self.text)
+        return head_parts(self.head.module, spatial, global_embedding, self.text).scores(self.alpha)
+
+    def predict(self, images: list[str], top_k: int = 5, batch_size: int = 32) -> list[Prediction]:
+        predictions = []
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            kept, errors, spatial, global_embedding = self.features(batch)
+            scores = self.scores(spatial, global_embedding) if kept else np.zeros((0, len(self.names)))
+            by_index = dict(zip(kept, scores))
+            for index, path in enumerate(batch):
+                if index not in by_index:
+                    predictions.append(Prediction(path, [], errors[index]))
+                    continue
+                order = np.argsort(-by_index[index], kind="stable")[:top_k]
+                predictions.append(Prediction(path, [(self.names[j], float(by_index[index][j])) for j in order]))
+        return predictions
+
+    def explain(self, predictions: list[Prediction], out: str) -> list[str]:
+        """One PNG per image: the image, then each predicted label's attention map over it."""
+        if self.head is None or not hasattr(self.head.module, "attention_maps"):
+            raise UsageError("--explain needs --head with an attention head (ovml)")
+        from .explain import draw_attention
+        os.makedirs(out, exist_ok=True)
+        written = []
+        for prediction in predictions:
+            if not prediction.labels:
+                continue
+            kept, _, spatial, global_embedding = self.features([prediction.image])
+            columns = [self.names.index(name) for name, _ in prediction.labels]
+            with torch.no_grad():
+                maps = self.head.module.attention_maps(spatial, global_embedding, self.text[columns])  # (1, k, HW)
+            grid = self.backbone.grid
+            maps = maps[0].reshape(len(columns), grid[0], grid[1]).cpu().numpy()                    # (k, H, W)
+            path = os.path.join(out, os.path.splitext(os.path.basename(prediction.image))[0] + ".png")
+            draw_attention(prediction.image, self.backbone.input_resolution, prediction.labels, maps, path)
+            written.append(path)
+        return written

@@ -1,0 +1,147 @@
+"""The planted world (design/METHOD.md): a synthetic MLZSL problem written as a regular cache.
+
+Labels live in a low-rank text space (so seen labels teach about unseen ones); images are grids
+of tokens holding one big object and a few small ones, each adding its class's planted visual
+direction to its cells. CLIP's pool in this world averages everything, so small objects are
+diluted in `global`: a head that attends per class must beat CLIP-ML on unseen labels.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from .cache.writer import CachePlan, LabelTable, UnitRows, create_cache, mark_complete, write_unit
+
+
+@dataclass(frozen=True)
+class PlantedWorld:
+    """Every knob of the generator; the same settings and seed give the same bytes."""
+
+    seen: int = 40                    # S seen labels
+    unseen: int = 10                  # U unseen labels
+    rank: int = 16                    # r, rank of the latent text structure (r < S)
+    embed_dim: int = 64               # D
+    channels: int = 128               # C
+    grid: int = 7                     # H = W
+    num_heads: int = 4                # heads of the planted attention pool
+    train_images: int = 4000
+    test_images: int = 1000
+    noise: float = 0.3                # std of per-token background noise in C
+    clutter: float = 0.6              # std of per-token clutter P w, w in D
+    big_cells: tuple = (12, 24)       # cells of the one big object (inclusive range)
+    small_objects: tuple = (1, 3)     # how many small objects
+    small_cells: tuple = (1, 2)       # cells of each small object
+    amplitude: tuple = (0.8, 1.2)     # an object adds amp * 2 * P t_j to its cells
+    positional_std: float = 0.05      # std of the pool's positional embedding
+    unit_rows: int = 64               # rows per chunk / work unit
+    seed: int = 0
+
+
+def text_embeddings(world: PlantedWorld, rng: np.random.Generator) -> np.ndarray:
+    """(L, D) t_j = normalise(z_j B): low-rank, L2-normalised."""
+    labels = world.seen + world.unseen
+    latent = rng.standard_normal((labels, world.rank))                        # (L, r)
+    basis = rng.standard_normal((world.rank, world.embed_dim))                # (r, D)
+    text = latent @ basis
+    return text / np.linalg.norm(text, axis=1, keepdims=True)
+
+
+def planted_pool(world: PlantedWorld, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
+    """CLIP-like pool weights (q = k = v = identity, c_proj = P^T) and the visual map P (C, D)."""
+    gaussian = rng.standard_normal((world.channels, world.embed_dim))
+    visual_map, _ = np.linalg.qr(gaussian)                                    # (C, D) orthonormal columns
+    c, d, hw = world.channels, world.embed_dim, world.grid ** 2
+    identity = np.eye(c)
+    pool = {"positional_embedding": rng.normal(0, world.positional_std, (hw + 1, c)),
+            "q_weight": identity, "k_weight": identity, "v_weight": identity,
+            "q_bias": np.zeros(c), "k_bias": np.zeros(c), "v_bias": np.zeros(c),
+            "c_weight": visual_map.T, "c_bias": np.zeros(d)}
+    return {k: v.astype(np.float32) for k, v in pool.items()}, visual_map
+
+
+def attention_pool(tokens: np.ndarray, pool: dict, heads: int) -> np.ndarray:
+    """CLIP's attention pool (mean-token query over [mean; tokens] + positional embedding)."""
+    x = tokens.astype(np.float64)                                             # (N, HW, C)
+    x = np.concatenate([x.mean(1, keepdims=True), x], 1) + pool["positional_embedding"]
+    query = x[:, :1] @ pool["q_weight"].T + pool["q_bias"]                    # (N, 1, C)
+    keys = x @ pool["k_weight"].T + pool["k_bias"]                            # (N, T, C)
+    values = x @ pool["v_weight"].T + pool["v_bias"]
+    n, t, c = keys.shape
+    width = c // heads
+    query = query.reshape(n, 1, heads, width).transpose(0, 2, 1, 3)           # (N, h, 1, w)
+    keys = keys.reshape(n, t, heads, width).transpose(0, 2, 3, 1)             # (N, h, w, T)
+    values = values.reshape(n, t, heads, width).transpose(0, 2, 1, 3)         # (N, h, T, w)
+    logits = query @ keys / np.sqrt(width)                                    # (N, h, 1, T)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    pooled = (weights @ values).transpose(0, 2, 1, 3).reshape(n, c)           # (N, C)
+    return pooled @ pool["c_weight"].T + pool["c_bias"]                       # (N, D)
+
+
+def draw_images(world: PlantedWorld, count: int, text: np.ndarray, visual_map: np.ndarray,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens (n, HW, C) and the presence matrix (n, L) bool of `count` images."""
+    hw, labels = world.grid ** 2, len(text)
+    directions = 2.0 * text @ visual_map.T                                    # (L, C): 2 P t_j
+    clutter = rng.normal(0, world.clutter, (count, hw, world.embed_dim)) @ visual_map.T
+    tokens = rng.normal(0, world.noise, (count, hw, world.channels)) + clutter  # (n, HW, C)
+    present = np.zeros((count, labels), dtype=bool)
+    for image in range(count):
+        smalls = rng.integers(world.small_objects[0], world.small_objects[1] + 1)
+        classes = rng.choice(labels, size=1 + smalls, replace=False)
+        sizes = [rng.integers(world.big_cells[0], world.big_cells[1] + 1)]
+        sizes += list(rng.integers(world.small_cells[0], world.small_cells[1] + 1, size=smalls))
+        cells = rng.permutation(hw)
+        start = 0
+        for label, size in zip(classes, sizes):
+            amplitude = rng.uniform(*world.amplitude)
+            tokens[image, cells[start:start + size]] += amplitude * directions[label]
+            start += size
+        present[image, classes] = True
+    return tokens, present
+
+
+def label_rows(present: np.ndarray, annotated: np.ndarray) -> np.ndarray:
+    """±1 on annotated columns, 0 elsewhere."""
+    rows = np.where(present, 1, -1).astype(np.int8)
+    rows[:, ~annotated] = 0
+    return rows
+
+
+def write_planted_world(path: str, world: PlantedWorld = PlantedWorld(), progress: bool = False) -> str:
+    """Generate the world and write it as a complete schema-v1 cache at `path` (.zarr or .h5)."""
+    streams = np.random.SeedSequence(world.seed).spawn(3)
+    structure = np.random.default_rng(streams[0])
+    text = text_embeddings(world, structure)
+    pool, visual_map = planted_pool(world, structure)
+    seen = np.arange(world.seen + world.unseen) < world.seen
+    names = [f"{'seen' if s else 'unseen'}_{j:03d}" for j, s in enumerate(seen)]
+    settings = asdict(world)
+    digest = hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()
+    backbone = {"name": "planted-world", "weights_sha256": digest, "input_resolution": 0,
+                "grid": [world.grid, world.grid], "channels": world.channels,
+                "embed_dim": world.embed_dim, "feature_dtype": "float16"}
+    splits = {"train": world.train_images, "test": world.test_images}
+    plan = CachePlan(backbone, {"name": "planted", "root": "synthetic", "settings": settings},
+                     ["{}"], LabelTable(names, names, seen, text.astype(np.float32)), pool,
+                     world.num_heads, splits, world.unit_rows)
+    store = create_cache(path, plan)
+    annotated = {"train": seen, "test": np.ones_like(seen)}
+    for (split, count), stream in zip(splits.items(), streams[1:]):
+        rng = np.random.default_rng(stream)
+        for unit, start in enumerate(tqdm(range(0, count, world.unit_rows), desc=f"planted {split}",
+                                          disable=not progress, leave=False)):
+            rows = min(world.unit_rows, count - start)
+            tokens, present = draw_images(world, rows, text, visual_map, rng)
+            spatial = tokens.astype(np.float16)
+            global_embedding = attention_pool(spatial.astype(np.float32), pool, world.num_heads)
+            write_unit(store, split, unit, world.unit_rows,
+                       UnitRows(spatial, global_embedding.astype(np.float16),
+                                label_rows(present, annotated[split]),
+                                [f"{split}/{start + i:06d}" for i in range(rows)], np.ones(rows, dtype=bool)))
+    mark_complete(store)
+    store.close()
+    return path
