@@ -29,7 +29,8 @@ def benchmark_matrix(rows: int, cols: int, seed: int = 0) -> tuple[np.ndarray, n
     positive_rate[::97] = 0.0
     labels = np.where(rng.random((rows, cols), dtype=np.float32) < positive_rate, 1, -1)
     labels = labels.astype(np.int8)
-    scores = rng.standard_normal((rows, cols), dtype=np.float32) + 0.5 * labels
+    scores = rng.standard_normal((rows, cols), dtype=np.float32) + np.float32(0.5) * labels
+    assert scores.dtype == np.float32
     scores[:, ::10] = np.round(scores[:, ::10], 2)
     return scores, labels
 

@@ -90,7 +90,7 @@ class LimitedSplit(Split):
 
 def errors_path(out: str) -> str:
     """`<out>.errors.tsv` beside a local cache; in the working folder for a URL."""
-    base = os.path.basename(out.rstrip("/")) if backends.is_url(out) else out.rstrip("/")
+    base = os.path.basename(out.rstrip("/")) if backends.is_url(out) else backends.local_path(out).rstrip("/")
     return base + ".errors.tsv"
 
 
