@@ -6,7 +6,7 @@ columns without any). The reference arm is LESA's computation: a loop over colum
 scikit-learn's average_precision_score on the annotated rows, and a plain top-K (a stable argsort
 of every row, ties to the lower label index) for each K. Both arms must agree to 1e-9.
 
-Metrics run on CPU numpy only, so there is no --gpu option.
+The metrics run on the CPU (numpy, and torch.topk on CPU tensors), so there is no --gpu option.
 """
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
 """Metrics under LESA's protocol: hand-worked cases, scikit-learn per column, a reference top-K."""
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
@@ -204,3 +206,15 @@ def test_bad_input_is_refused(scores, labels, message):
 def test_k_must_be_positive():
     with pytest.raises(ValueError, match="k must be positive"):
         precision_recall_f1_at_k(TOP_K_SCORES, TOP_K_LABELS, 0)
+
+
+def test_read_only_column_major_and_reversed_inputs_give_the_same_values():
+    scores, labels = random_case(9, n_images=60, n_labels=8)
+    expected = evaluate(scores, labels, ks=(1, 3))
+    column_major = np.asfortranarray(scores)
+    column_major.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert evaluate(column_major, labels, ks=(1, 3)) == expected
+    # the metrics do not depend on the order of the images; negative strides are fine
+    assert evaluate(scores[::-1], labels[::-1], ks=(1, 3)) == pytest.approx(expected, abs=1e-12)

@@ -1,0 +1,71 @@
+"""B3: what the cache buys. One train-head epoch from the cache against the same epoch with the
+backbone in the loop (decode, CLIP RN50 forward, then the same head step), random-weight RN50.
+
+    python benchmarks/bench_backbone_loop.py [--images 64] [--gpu]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from benchmarks.common import random_clip_file, write_folder_dataset  # noqa: E402
+from ovml.cache.reader import CacheReader  # noqa: E402
+from ovml.config import ExtractConfig, TrainConfig  # noqa: E402
+from ovml.extract.backbone import load_backbone  # noqa: E402
+from ovml.extract.images import decode  # noqa: E402
+from ovml.extract.runner import run_extraction  # noqa: E402
+from ovml.pipelines.train import Trainer  # noqa: E402
+
+
+def backbone_epoch(trainer: Trainer, backbone, paths: list[str], labels, batch: int) -> float:
+    """The same steps as a cached epoch, but every batch decodes and runs CLIP first."""
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(0)
+    for start in range(0, len(paths), batch):
+        images = torch.stack([decode(p, backbone.preprocess)[0] for p in paths[start:start + batch]])
+        spatial, global_embedding = backbone.encode(images)
+        rows = {"spatial": spatial.half().numpy(), "global": global_embedding.half().numpy(),
+                "labels": labels[start:start + batch]}
+        loss, _ = trainer.loss(rows, generator)
+        trainer.optimizer.zero_grad()
+        loss.backward()
+        trainer.optimizer.step()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--gpu", action="store_true")
+    args = parser.parse_args()
+    device = "cuda:0" if args.gpu else "cpu"
+    with tempfile.TemporaryDirectory() as folder:
+        model = random_clip_file(folder, "rn50")
+        root = write_folder_dataset(os.path.join(folder, "data"), args.images)
+        cache = os.path.join(folder, "c.zarr")
+        run_extraction(ExtractConfig(dataset="folder", root=root, out=cache, model=model, device=device,
+                                     progress=False))
+        config = TrainConfig(cache=cache, out=os.path.join(folder, "run"), batch_size=args.batch_size,
+                             val_fraction=0.0, device=device, progress=False, shuffle_buffer=1)
+        with CacheReader(cache) as reader:
+            trainer = Trainer(config, reader)
+            cached = trainer.train_epoch(1)["seconds"]
+            labels = reader.read_labels("train")
+            paths = [os.path.join(root, i) for i in reader.image_ids("train")]
+            backbone = load_backbone(model, device)
+            looped = backbone_epoch(trainer, backbone, paths, labels, args.batch_size)
+    print(f"{args.images} images, batch {args.batch_size}, RN50 shapes, {device}: epoch from the cache "
+          f"{cached:.2f} s, with the backbone in the loop {looped:.2f} s")
+    print(f"RATIO B3 {looped / cached:.1f} backbone-in-loop-seconds / cached-seconds "
+          f"({args.images} images, one epoch, {device})")
+
+
+if __name__ == "__main__":
+    main()

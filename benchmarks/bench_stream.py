@@ -1,0 +1,51 @@
+"""B2: streaming training from the cache. One train-head epoch reading the on-disk Zarr store
+(chunks read ahead in a thread, shuffled across chunks) against the same epoch from in-memory
+tensors (the whole split read into RAM beforehand). RN50-shaped planted world.
+
+    python benchmarks/bench_stream.py [--images 1024] [--gpu]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from ovml.config import TrainConfig  # noqa: E402
+from ovml.pipelines.train import train_head  # noqa: E402
+from ovml.synthetic import PlantedWorld, write_planted_world  # noqa: E402
+
+
+def epoch_seconds(cache: str, out: str, in_memory: bool, device: str, epochs: int) -> list[float]:
+    """Per-epoch seconds of a run; epoch 1 of the in-memory arm also reads the store, so it is skipped."""
+    train_head(TrainConfig(cache=cache, out=out, epochs=epochs, lr=1e-3, in_memory=in_memory, device=device,
+                           val_fraction=0.0, progress=False), overwrite=True)
+    with open(os.path.join(out, "log.jsonl")) as handle:
+        return [json.loads(line)["seconds"] for line in handle][1:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per arm; the first is not timed")
+    parser.add_argument("--gpu", action="store_true")
+    args = parser.parse_args()
+    device = "cuda:0" if args.gpu else "cpu"
+    world = PlantedWorld(channels=2048, embed_dim=1024, num_heads=32, seen=40, unseen=10,
+                         train_images=args.images, test_images=64)
+    with tempfile.TemporaryDirectory() as folder:
+        cache = write_planted_world(os.path.join(folder, "rn50shape.zarr"), world)
+        streamed = epoch_seconds(cache, os.path.join(folder, "stream"), False, device, args.epochs)
+        memory = epoch_seconds(cache, os.path.join(folder, "memory"), True, device, args.epochs)
+    stream_s, memory_s = sorted(streamed)[len(streamed) // 2], sorted(memory)[len(memory) // 2]
+    print(f"{args.images} images, 49 x 2048 tokens, 40 seen labels, batch 64, {device}")
+    print(f"epoch from the Zarr store: {stream_s:.2f} s ({args.images / stream_s:.1f} images/s); "
+          f"from RAM: {memory_s:.2f} s ({args.images / memory_s:.1f} images/s)")
+    print(f"RATIO B2 {memory_s / stream_s:.3f} streaming-images-per-s / in-memory-images-per-s "
+          f"(median of {len(streamed)} epochs each, {device})")
+
+
+if __name__ == "__main__":
+    main()
