@@ -121,7 +121,7 @@ class Trainer:
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value
             rate = images / (time.perf_counter() - started)
-            bar.set_postfix(loss=f"{float(loss):.4f}", img_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{rate:.0f}")
             bar.update(1)
         bar.close()
         seconds = time.perf_counter() - started

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from .base import ArraySplit, DatasetError, DatasetSource, SparseSplit, Split, Vocabulary
+from .coco import open_coco
 from .folder import open_folder
+from .nuswide import open_nuswide
+from .openimages import open_openimages
 
-ADAPTERS = {"folder": open_folder}
+ADAPTERS = {"folder": open_folder, "nuswide": open_nuswide, "openimages": open_openimages, "coco": open_coco}
 
 __all__ = ["ADAPTERS", "ArraySplit", "DatasetError", "DatasetSource", "SparseSplit", "Split",
            "Vocabulary", "open_dataset"]

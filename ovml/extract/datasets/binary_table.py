@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import file_error
-from .textfiles import line_blocks
+from .textfiles import BLOCK_BYTES, line_blocks
 
 NEWLINE, TAB, CR, SPACE, ZERO, ONE = (ord(c) for c in "\n\t\r 01")
 
@@ -28,7 +28,8 @@ def parse_block(path: str, first_line: int, block: bytes) -> tuple[np.ndarray, n
         text = block[start:newlines[index]].decode("utf-8", "replace")
         bad = next(token for token in text.split() if token not in ("0", "1"))
         raise file_error(path, first_line + index, f"expected 0 or 1, got {bad!r}")
-    counts = np.diff(np.concatenate([[0], np.cumsum(is_value)[newlines]]))  # (lines,)
+    line_starts = np.concatenate([[0], newlines[:-1] + 1])             # blocks end with a newline
+    counts = np.add.reduceat(is_value, line_starts, dtype=np.int64)      # (lines,) values per line
     return buf[is_value] - ZERO, counts
 
 
@@ -47,13 +48,14 @@ def drop_trailing_blanks(path: str, first_line: int, counts: np.ndarray,
     return counts[:first], blank_line or first_line + first
 
 
-def read_binary_table(path: str, width: int, lines_expected: int, expected_from: str) -> np.ndarray:
+def read_binary_table(path: str, width: int, lines_expected: int, expected_from: str,
+                      block_bytes: int = BLOCK_BYTES) -> np.ndarray:
     """(lines_expected, width) uint8 0/1 matrix of a whitespace-separated 0/1 file.
 
     `expected_from` names the file whose line count this one must match, for the error message.
     """
     rows, lines, blank_line = [], 0, None
-    for first_line, block in line_blocks(path):
+    for first_line, block in line_blocks(path, block_bytes):
         values, counts = parse_block(path, first_line, block)
         counts, blank_line = drop_trailing_blanks(path, first_line, counts, blank_line)
         wrong = np.flatnonzero(counts != width)

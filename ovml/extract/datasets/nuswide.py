@@ -21,7 +21,7 @@ import numpy as np
 
 from .base import ArraySplit, DatasetSource, Vocabulary, file_error
 from .binary_table import read_binary_table
-from .textfiles import folder_names, read_lines, require_file
+from .textfiles import folder_names, read_lines, read_unique_lines, require_file
 
 ADAPTER_VERSION = 1
 PLACEHOLDER_MAX_BYTES = 4000   # LESA keeps a file only when it is larger (extractor :114-133)
@@ -62,34 +62,29 @@ def relative_path(listed: str) -> str:
     return WINDOWS_PREFIX.sub("", listed.strip()).replace("\\", "/").lstrip("/")
 
 
-def unique_names(path: str) -> list[str]:
-    """The lines of a name list, each name once."""
-    names = read_lines(path)
-    first = {}
-    for number, name in enumerate(names, start=1):
-        if first.setdefault(name, number) != number:
-            raise file_error(path, number, f"{name!r} already on line {first[name]}")
-    return names
-
-
 class ImageRows:
-    """Row of each image in `Imagelist.txt`: by relative path, else by unique file name (LESA
-    matches file names; a path with an unexpected prefix still finds its row that way)."""
+    """Row of each image in `Imagelist.txt`: by relative path, else by file name when that is
+    unique (LESA matches file names; a path with an unexpected prefix still finds its row)."""
 
     def __init__(self, path: str):
         self.by_path: dict[str, int] = {}
-        self.by_name: dict[str, int] = {}
         for row, listed in enumerate(read_lines(path)):
             relative = relative_path(listed)
             if self.by_path.setdefault(relative, row) != row:
                 raise file_error(path, row + 1, f"{relative!r} already on line {self.by_path[relative] + 1}")
-            name = os.path.basename(relative)
-            self.by_name[name] = -1 if name in self.by_name else row   # -1: ambiguous
+        self.by_name: dict[str, int] | None = None      # built on the first path that is not found
         self.count = len(self.by_path)
 
     def row(self, relative: str) -> int:
-        """The image's row, or -1 when it is not listed."""
-        return self.by_path.get(relative, self.by_name.get(os.path.basename(relative), -1))
+        """The image's row, or -1 when it is not listed (or its file name is ambiguous)."""
+        if relative in self.by_path:
+            return self.by_path[relative]
+        if self.by_name is None:
+            self.by_name = {}
+            for listed, row in self.by_path.items():
+                name = os.path.basename(listed)
+                self.by_name[name] = -1 if name in self.by_name else row
+        return self.by_name.get(os.path.basename(relative), -1)
 
 
 def read_split_list(path: str, rows: ImageRows) -> tuple[list[str], np.ndarray]:
@@ -145,12 +140,12 @@ def open_nuswide(root: str, images: str | None = None, placeholder: str | None =
     if not os.path.isdir(folder):
         raise file_error(folder, None, "image folder not found (give the images' folder with --images)")
     check = FlickrPlaceholderCheck(read_bytes(placeholder) if placeholder else None)
-    tags = unique_names(os.path.join(root, TAG_LIST))
-    concepts = unique_names(os.path.join(root, CONCEPT_LIST))
+    tags = read_unique_lines(os.path.join(root, TAG_LIST))
+    concepts = read_unique_lines(os.path.join(root, CONCEPT_LIST))
     concept_set = set(concepts)
     seen_tags = [column for column, tag in enumerate(tags) if tag not in concept_set]
-    vocabulary = Vocabulary(concepts + [tags[c] for c in seen_tags], concepts + [tags[c] for c in seen_tags],
-                            np.array([False] * len(concepts) + [True] * len(seen_tags)))
+    names = concepts + [tags[column] for column in seen_tags]
+    vocabulary = Vocabulary(names, list(names), np.array([False] * len(concepts) + [True] * len(seen_tags)))
 
     rows = ImageRows(os.path.join(root, IMAGE_LIST))
     tag_labels = read_binary_table(os.path.join(root, TAG_LABELS), len(tags), rows.count, IMAGE_LIST)

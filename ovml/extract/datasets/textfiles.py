@@ -12,7 +12,7 @@ from typing import Iterator
 
 from .base import file_error
 
-BLOCK_BYTES = 1 << 25  # 32 MiB: big enough for numpy to pay off, small enough to keep memory flat
+BLOCK_BYTES = 1 << 24  # 16 MiB: big enough for numpy to pay off, small enough to keep memory flat
 
 
 def require_file(path: str) -> str:
@@ -31,6 +31,16 @@ def read_lines(path: str) -> list[str]:
     for number, line in enumerate(lines, start=1):
         if not line:
             raise file_error(path, number, "blank line")
+    return lines
+
+
+def read_unique_lines(path: str) -> list[str]:
+    """The lines of a name list (`read_lines`), each at most once."""
+    lines = read_lines(path)
+    first: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if first.setdefault(line, number) != number:
+            raise file_error(path, number, f"{line!r} already on line {first[line]}")
     return lines
 
 
