@@ -2,9 +2,9 @@
 
 Writes an `*-annotations-human-imagelabels.csv` of --rows rows (default 5,000,000; about
 8 rows per image, so ~600k images; 90% of the rows name one of the 7,186 seen + 400 unseen
-MIDs, 10% one of 12,000 other MIDs that the reader must ignore; images' rows contiguous as in the release, except 1% moved to the end
-of the file, which the reader must merge back), then parses it with ovml's reader and prints
-rows/s, peak RSS and the file size. The file is written by a child process, so the peak RSS
+MIDs, 10% one of 12,000 other MIDs that the reader must ignore; an image's rows contiguous as
+in the release, except 1% moved to the end of the file, which the reader must merge back), then
+parses it with ovml's reader and prints rows/s, peak RSS and the file size. The file is written by a child process, so the peak RSS
 is the reader's (plus Python and numpy). Last line:
 `RATE openimages-labels <rows/s> rows/s (<N> rows, peak RSS <M> MB)`.
 """

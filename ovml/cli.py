@@ -79,11 +79,13 @@ def main() -> None:
 @click.option("--download-root", default=None, help="Where named models are kept [$OVML_CLIP_CACHE].")
 @click.option("--images", default=None, help="Image folder, where not under the adapter's default place.")
 @click.option("--unseen", default=None, help="coco: file of unseen label names [default: the 65/15 split].")
+@click.option("--placeholder", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="nuswide: Flickr's placeholder image; identical files are skipped (files <= 4000 bytes always are).")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="torch CPU threads [default: torch's; Dask workers get the coordinator's].")
 @user_errors
 def extract(dataset, root, out, model, gpu, device, splits, batch_size, workers, unit_rows, prompts,
-            limit, dask, strict, overwrite, download_root, images, unseen, threads) -> None:
+            limit, dask, strict, overwrite, download_root, images, unseen, placeholder, threads) -> None:
     """Run CLIP's image tower once and write X', CLIP's global feature, labels and text to a cache.
 
     Re-running the same command resumes an interrupted extraction.
@@ -99,7 +101,7 @@ def extract(dataset, root, out, model, gpu, device, splits, batch_size, workers,
                            splits=split_list(splits), batch_size=batch_size, workers=workers,
                            unit_rows=unit_rows, prompts=prompts, limit=limit, dask=dask, strict=strict,
                            overwrite=overwrite, download_root=download_root, images=images, unseen=unseen,
-                           threads=threads)
+                           placeholder=placeholder, threads=threads)
     if dask:
         from .extract.distributed import run_distributed
         summary = run_distributed(config)

@@ -30,6 +30,7 @@ class ExtractConfig:
     download_root: str | None = None     # where named CLIP models are downloaded
     images: str | None = None            # image folder when not under the adapter's default place
     unseen: str | None = None            # coco: file of unseen label names
+    placeholder: str | None = None       # nuswide: Flickr's "photo unavailable" image, rejected byte for byte
     threads: int | None = None           # torch CPU threads (None: torch's default; Dask workers get the
                                          # coordinator's, so CPU results are bit-identical to one process)
     progress: bool = True                # show progress bars

@@ -2,10 +2,8 @@
 small folder dataset of generated images."""
 from __future__ import annotations
 
-import os
 import warnings
 
-import numpy as np
 import pytest
 import torch
 
@@ -63,9 +61,31 @@ def folder_dataset(tmp_path) -> str:
     return str(root)
 
 
-@pytest.fixture(autouse=True)
-def _quiet_threads(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
-    np.seterr(all="raise")
-    yield
-    np.seterr(all="warn")
+
+
+@pytest.fixture(scope="session")
+def planted_world(tmp_path_factory) -> str:
+    """The default planted world (4000 train / 1000 test images), written once per session."""
+    from ovml.synthetic import write_planted_world
+    return write_planted_world(str(tmp_path_factory.mktemp("world") / "planted.zarr"))
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> str:
+    """A small planted world for tests about mechanics rather than learning."""
+    from ovml.synthetic import PlantedWorld, write_planted_world
+    return write_planted_world(str(tmp_path_factory.mktemp("small") / "small.zarr"),
+                               PlantedWorld(train_images=512, test_images=128))
+
+
+@pytest.fixture(scope="session")
+def trained_run(planted_world, tmp_path_factory) -> str:
+    """An OVML head trained on the planted world through the CLI (the demo's settings)."""
+    from click.testing import CliRunner
+
+    from ovml.cli import main
+    out = str(tmp_path_factory.mktemp("runs") / "planted-ovml")
+    result = CliRunner().invoke(main, ["train-head", "--cache", planted_world, "--out", out, "--epochs", "10",
+                                       "--lr", "1e-2", "--logit-scale", "20", "--pseudo-unseen", "0.1"])
+    assert result.exit_code == 0, result.output
+    return out

@@ -90,14 +90,35 @@ class RunsAShellCommand:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_a_pickle_that_runs_code_is_refused(oi, tmp_path):
+class CallsEval:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return eval, (f"open({self.marker!r}, 'w')",)
+
+
+@pytest.mark.parametrize("payload, refused", [(RunsAShellCommand, r"(posix|os)\.system"),
+                                              (CallsEval, r"builtins\.eval")])
+def test_a_pickle_that_runs_code_is_refused(oi, tmp_path, payload, refused):
     marker = tmp_path / "pwned"
     with open(os.path.join(oi.root, "unseen_labels.pkl"), "wb") as handle:
-        pickle.dump([RunsAShellCommand(str(marker))], handle)
-    with pytest.raises(DatasetError, match=r"unseen_labels\.pkl: refused to load: the pickle asks for "
-                                           r"(posix|os)\.system") as raised:
+        pickle.dump(np.array([payload(str(marker))], dtype=object), handle)
+    with pytest.raises(DatasetError, match=rf"unseen_labels\.pkl: refused to load: the pickle asks for {refused}") \
+            as raised:
         open_openimages(oi.root)
     assert not marker.exists() and "\n" not in str(raised.value)
+
+
+def test_a_pickle_of_something_else_is_an_error(oi):
+    with open(os.path.join(oi.root, "unseen_labels.pkl"), "wb") as handle:
+        pickle.dump(np.arange(6), handle)
+    with pytest.raises(DatasetError, match=r"unseen_labels\.pkl: expected a 1-D array or list of strings$"):
+        open_openimages(oi.root)
+    with open(os.path.join(oi.root, "unseen_labels.pkl"), "wb") as handle:
+        handle.write(b"\x80\x04garbage")
+    with pytest.raises(DatasetError, match=r"unseen_labels\.pkl: not a readable pickle"):
+        open_openimages(oi.root)
 
 
 def replace_line(path: str, number: int, text: str) -> None:

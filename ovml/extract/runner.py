@@ -286,7 +286,16 @@ def tidy_errors_file(path: str) -> str | None:
     return path
 
 
+ADAPTER_OPTIONS = {"folder": (), "nuswide": ("images", "placeholder"), "openimages": ("images",),
+                   "coco": ("images", "unseen")}
+
+
 def adapter_options(config: ExtractConfig) -> dict:
-    """The adapter-specific options that were given."""
-    options = {"images": config.images, "unseen": config.unseen}
-    return {key: value for key, value in options.items() if value is not None}
+    """The adapter-specific options that were given; one the adapter does not take is an error."""
+    given = {key: getattr(config, key) for key in ("images", "unseen", "placeholder")
+             if getattr(config, key) is not None}
+    accepted = ADAPTER_OPTIONS.get(config.dataset, ())
+    for key in given:
+        if key not in accepted:
+            raise ExtractError(f"--{key} does not apply to --dataset {config.dataset}")
+    return given

@@ -1,6 +1,9 @@
-"""Trainable heads over cached X' (the OVML attention head, a linear baseline), the
-training-free scorers and the losses."""
-from . import attention, linear  # noqa: F401  (registers the heads)
-from .registry import HEADS, build_head, register
+"""Trainable heads over cached CLIP features, the training-free scorers and the losses.
 
-__all__ = ["HEADS", "build_head", "register"]
+Importing the package registers every head (`registry.HEADS`): a new head is one module that
+decorates its class with `registry.register` and is imported here.
+"""
+from . import attention, linear  # noqa: F401  (registration)
+from .registry import HEADS, build_head, head_from_options, register
+
+__all__ = ["HEADS", "build_head", "head_from_options", "register"]

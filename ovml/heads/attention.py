@@ -1,115 +1,179 @@
-"""The OVML Image-Text attention head: each label's text embedding becomes a query over X'.
+"""The OVML Image-Text attention head (METHOD.md "OVML head").
 
-Its keys, values, output projection and positional embedding start as copies of CLIP's own
-attention pool, so with CLIP's mean-token query it *is* CLIP's pooling; training moves the
-query map F_q (and the rest) so that each label attends to its own evidence.
+Each label's text embedding t_j becomes a query that attends over the image's tokens with CLIP's
+own attention-pool weights: z_i = x_i + p_i, q_j = F_q(t_j), k_i = F_k(z_i), v_i = F_v(z_i),
+a_ji = softmax_i(q_j . k_i / sqrt(C/h)) per head, o_j = F_o(concat_heads sum_i a_ji v_i).
 """
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .registry import register
 
-FORMULATIONS = ("fused", "literal")
+FORMULATIONS = ("auto", "fused", "literal")
+
+
+def pinv_query(pool: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """F_q's training-free init, q_proj composed with the pseudo-inverse of c_proj: (C, D), (C,).
+
+    CLIP's pool ends with g = W_c y + b_c, y the C-wide attention output. The least-squares,
+    minimum-norm y whose projection is the text t is y = W_c^+ (t - b_c); its query is
+    W_q y + b_q = (W_q W_c^+) t + (b_q - W_q W_c^+ b_c). So when W_c is invertible, the query
+    of a pooled output W_c y + b_c is exactly CLIP's q_proj(y). Texts are unit-norm while CLIP's
+    g is not, so the attention starts as sharp as CLIP's for an image whose |g| is 1.
+    Computed in float64, returned in the pool's dtype.
+    """
+    q_weight, q_bias = pool["q_weight"].double(), pool["q_bias"].double()
+    composed = q_weight @ torch.linalg.pinv(pool["c_weight"].double())  # (C, D)
+    bias = q_bias - composed @ pool["c_bias"].double()                   # (C,)
+    dtype = pool["q_weight"].dtype
+    return composed.to(dtype), bias.to(dtype)
+
+
+def literal_output(attn: Tensor, values: Tensor, out_proj: nn.Linear) -> Tensor:
+    """o = F_o(concat_heads sum_i a_i v_i), F_o applied to every (image, label) pair.
+
+    attn (N, L, h, T), values (N, T, C) -> (N, L, D). Costs N L C D multiply-adds in F_o.
+    """
+    n, t, c = values.shape
+    heads = attn.shape[2]
+    per_head = values.view(n, t, heads, c // heads)              # (N, T, h, C/h)
+    mixed = torch.einsum("nlht,nthc->nlhc", attn, per_head)      # (N, L, h, C/h)
+    return out_proj(mixed.flatten(2))                            # (N, L, C) -> (N, L, D)
+
+
+def fused_output(attn: Tensor, values: Tensor, out_proj: nn.Linear) -> Tensor:
+    """The same o with F_o moved inside the sums (exact, by linearity).
+
+    Each head's values are projected by its slice of F_o once per image, v'_hi = W_o[:, h] v_hi
+    (N T C D multiply-adds), then o_j = sum_{h,i} a_hji v'_hi + b_o is one contraction over
+    (head, token) pairs (N L h T D). At RN50 shapes h T = 32 x 49 = 1568 < C = 2048, and the
+    (N, L, C) intermediate of the literal form is never made.
+    """
+    n, t, c = values.shape
+    labels, heads = attn.shape[1], attn.shape[2]
+    weight = out_proj.weight.view(-1, heads, c // heads)                          # (D, h, C/h)
+    projected = torch.einsum("nthc,dhc->nhtd", values.view(n, t, heads, c // heads), weight)
+    projected = projected.reshape(n, heads * t, -1)                               # (N, h*T, D)
+    return torch.baddbmm(out_proj.bias, attn.reshape(n, labels, heads * t), projected)  # (N, L, D)
 
 
 @register
-class AttentionHead(nn.Module):
-    """o_j = F_o(concat_h sum_i softmax_i(q_j.k_i / sqrt(C/h)) v_i), q_j = F_q(t_j) (METHOD.md)."""
+class OVMLHead(nn.Module):
+    """Every label's text embedding queries the image tokens through (a copy of) CLIP's pool.
+
+    Constructor arguments are shapes and switches only (JSON-able, `self.options`), so a saved
+    state_dict loads into `OVMLHead(**options)` without the pool. `include_mean_token` adds CLIP's
+    mean token (mean_i x_i + p_0) as a key/value, as CLIP's own pool does; METHOD.md's head
+    attends over the HW tokens only (default False). `formulation` picks how F_o is applied:
+    "literal" or "fused" (equal to float rounding), "auto" the one with fewer multiply-adds for
+    the call's shapes (fused at RN50 shapes). The head has no logit scale: it returns features,
+    the trainer multiplies cosine scores by its scale.
+    """
 
     name = "ovml"
 
-    def __init__(self, channels: int, embed_dim: int, positions: int, num_heads: int,
-                 include_mean_token: bool = False, formulation: str = "fused"):
+    def __init__(self, channels: int, embed_dim: int, num_tokens: int, num_heads: int,
+                 include_mean_token: bool = False, formulation: str = "auto"):
         super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"channels ({channels}) must be divisible by num_heads ({num_heads})")
         if formulation not in FORMULATIONS:
-            raise ValueError(f"formulation must be one of {FORMULATIONS}")
-        self.positional_embedding = nn.Parameter(torch.zeros(positions + 1, channels))  # row 0: mean token
+            raise ValueError(f"formulation must be one of {FORMULATIONS}, not {formulation!r}")
+        self.num_heads = num_heads
+        self.include_mean_token = include_mean_token
+        self.formulation = formulation
+        self.positional_embedding = nn.Parameter(torch.randn(num_tokens + 1, channels) / channels ** 0.5)
         self.q_proj = nn.Linear(embed_dim, channels)
         self.k_proj = nn.Linear(channels, channels)
         self.v_proj = nn.Linear(channels, channels)
         self.c_proj = nn.Linear(channels, embed_dim)
-        self.num_heads = num_heads
-        self.include_mean_token = include_mean_token  # attend over [mean; tokens] as CLIP's pool does
-        self.formulation = formulation
+
+    @property
+    def options(self) -> dict:
+        """The constructor arguments: `OVMLHead(**head.options)` has this head's shapes."""
+        return {"channels": self.k_proj.in_features, "embed_dim": self.c_proj.out_features,
+                "num_tokens": self.positional_embedding.shape[0] - 1, "num_heads": self.num_heads,
+                "include_mean_token": self.include_mean_token, "formulation": self.formulation}
 
     @classmethod
-    def from_pool(cls, pool: dict[str, torch.Tensor], num_heads: int, q_init: str = "random",
-                  include_mean_token: bool = False, formulation: str = "fused") -> "AttentionHead":
-        """Copy K, V, O and p from CLIP's pool; F_q random or `pinv` (see `pinv_query`)."""
-        channels, embed_dim = pool["c_weight"].shape[1], pool["c_weight"].shape[0]
+    def from_pool(cls, pool: dict[str, Tensor], num_heads: int, text_dim: int, q_init: str = "random",
+                  include_mean_token: bool = False, formulation: str = "auto") -> OVMLHead:
+        """F_k, F_v, F_o and p copied from CLIP's pool; F_q "random" (nn.Linear's init, from
+        torch's global RNG) or "pinv" (`pinv_query`)."""
+        embed_dim, channels = pool["c_weight"].shape
+        if text_dim != embed_dim:
+            raise ValueError(f"text dimension {text_dim} differs from the pool's output dimension {embed_dim}")
+        if q_init not in ("random", "pinv"):
+            raise ValueError(f"q_init must be 'random' or 'pinv', not {q_init!r}")
         head = cls(channels, embed_dim, pool["positional_embedding"].shape[0] - 1, num_heads,
-                   include_mean_token, formulation)
+                   include_mean_token, formulation).to(pool["c_weight"].device)
         with torch.no_grad():
             head.positional_embedding.copy_(pool["positional_embedding"])
-            for short in ("k", "v", "c"):
-                getattr(head, f"{short}_proj").weight.copy_(pool[f"{short}_weight"])
-                getattr(head, f"{short}_proj").bias.copy_(pool[f"{short}_bias"])
+            for key in ("k", "v", "c"):
+                getattr(head, f"{key}_proj").weight.copy_(pool[f"{key}_weight"])
+                getattr(head, f"{key}_proj").bias.copy_(pool[f"{key}_bias"])
             if q_init == "pinv":
                 weight, bias = pinv_query(pool)
                 head.q_proj.weight.copy_(weight)
                 head.q_proj.bias.copy_(bias)
-            elif q_init != "random":
-                raise ValueError(f"q_init must be random or pinv, not {q_init!r}")
         return head
 
-    # --- pieces -------------------------------------------------------------------------
-    def tokens(self, spatial: torch.Tensor) -> torch.Tensor:
-        """z = x + p: (N, HW, C), or (N, HW+1, C) with CLIP's mean token first."""
+    def tokens(self, spatial: Tensor) -> Tensor:
+        """z_i = x_i + p_i (N, HW, C), preceded by CLIP's mean token when include_mean_token."""
         tokens = spatial + self.positional_embedding[1:]
-        if not self.include_mean_token:
-            return tokens
-        mean = spatial.mean(1, keepdim=True) + self.positional_embedding[:1]
-        return torch.cat([mean, tokens], 1)
+        if self.include_mean_token:
+            mean = spatial.mean(dim=1, keepdim=True) + self.positional_embedding[:1]  # (N, 1, C)
+            tokens = torch.cat([mean, tokens], dim=1)                                # (N, HW+1, C)
+        return tokens
 
-    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., C) -> (..., h, C/h)."""
-        return x.reshape(*x.shape[:-1], self.num_heads, x.shape[-1] // self.num_heads)
+    def attention(self, tokens: Tensor, query: Tensor) -> Tensor:
+        """Per-head softmax over tokens of q . k / sqrt(C/h): (N, L, h, T).
 
-    def attention(self, tokens: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        """Softmax weights (N, h, L, T) of queries (L, C) or (N, L, C) over tokens (N, T, C)."""
-        keys = self.split_heads(self.k_proj(tokens))                          # (N, T, h, w)
-        queries = self.split_heads(queries)                                   # ([N,] L, h, w)
-        pattern = "lhw,nthw->nhlt" if queries.dim() == 3 else "nlhw,nthw->nhlt"
-        logits = torch.einsum(pattern, queries, keys) / math.sqrt(keys.shape[-1])
-        return logits.softmax(-1)
+        query: already in C-space, (L, C) shared by all images or (N, L, C) per image.
+        """
+        n, t, c = tokens.shape
+        width = c // self.num_heads
+        keys = self.k_proj(tokens).view(n, t, self.num_heads, width)           # (N, T, h, C/h)
+        query = (query / math.sqrt(width)).unflatten(-1, (self.num_heads, width))  # ([N,] L, h, C/h)
+        pattern = "nlhc,nthc->nlht" if query.dim() == 4 else "lhc,nthc->nlht"
+        return torch.einsum(pattern, query, keys).softmax(dim=-1)              # (N, L, h, T)
 
-    def attend(self, spatial: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        """Class-specific features (N, L, D) for raw queries (L, C) or per-image (N, L, C)."""
-        tokens = self.tokens(spatial)                                         # (N, T, C)
-        weights = self.attention(tokens, queries)                             # (N, h, L, T)
-        values = self.split_heads(self.v_proj(tokens))                        # (N, T, h, w)
-        if self.formulation == "literal":
-            mixed = torch.einsum("nhlt,nthw->nlhw", weights, values)          # (N, L, h, w)
-            return self.c_proj(mixed.flatten(2))                              # (N, L, D)
-        # F_o applied to the values once per head: (N, T, h, w) x (D, h, w) -> (N, h, T, D),
-        # then one contraction over (head, token) per label instead of F_o per (image, label).
-        out_weight = self.c_proj.weight.reshape(-1, self.num_heads, values.shape[-1])  # (D, h, w)
-        projected = torch.einsum("nthw,dhw->nhtd", values, out_weight)        # (N, h, T, D)
-        n, h, t, d = projected.shape
-        flat_weights = weights.permute(0, 2, 1, 3).reshape(n, -1, h * t)      # (N, L, h*T)
-        return torch.bmm(flat_weights, projected.reshape(n, h * t, d)) + self.c_proj.bias  # (N, L, D)
+    def attend(self, spatial: Tensor, query: Tensor) -> Tensor:
+        """Class-specific features for raw C-space queries ((L, C) or (N, L, C)): (N, L, D).
 
-    def forward(self, spatial: torch.Tensor, global_embedding: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """o_ij for every image i and label j: spatial (N, HW, C), text (L, D) -> (N, L, D)."""
+        `forward` is attend(spatial, F_q(text)); with CLIP's own mean-token query q_proj(z_0)
+        and include_mean_token, this is exactly CLIP's attention pool.
+        """
+        tokens = self.tokens(spatial)
+        attn = self.attention(tokens, query)
+        values = self.v_proj(tokens)                                            # (N, T, C)
+        if self._fused(attn.shape[1], tokens.shape[1]):
+            return fused_output(attn, values, self.c_proj)
+        return literal_output(attn, values, self.c_proj)
+
+    def _fused(self, labels: int, tokens: int) -> bool:
+        if self.formulation != "auto":
+            return self.formulation == "fused"
+        channels, embed_dim = self.k_proj.in_features, self.c_proj.out_features
+        fused = tokens * channels * embed_dim + labels * self.num_heads * tokens * embed_dim
+        literal = labels * tokens * channels + labels * channels * embed_dim
+        return fused < literal
+
+    def forward(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
+        """o_ij for images (N, HW, C) and labels (L, D): (N, L, D), not normalised.
+
+        global_embedding is part of the head interface and unused here.
+        """
         return self.attend(spatial, self.q_proj(text))
 
-    def attention_maps(self, spatial: torch.Tensor, global_embedding: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Where each label looks: attention over the HW positions, mean over heads, (N, L, HW)."""
-        weights = self.attention(self.tokens(spatial), self.q_proj(text)).mean(1)  # (N, L, T)
-        return weights[..., 1:] if self.include_mean_token else weights
+    def attention_maps(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
+        """Where each label looks: attention over the HW locations, mean over heads (N, L, HW).
 
-
-def pinv_query(pool: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """F_q = q_proj after the pseudo-inverse of c_proj: a training-free query for text t.
-
-    x(t) = pinv(W_c) (t - b_c) is the token whose pooled projection is closest to t, and
-    q(t) = W_q x(t) + b_q = W_q pinv(W_c) t + (b_q - W_q pinv(W_c) b_c).
-    """
-    inverse = torch.linalg.pinv(pool["c_weight"].double())                    # (C, D)
-    weight = pool["q_weight"].double() @ inverse                              # (C, D)
-    bias = pool["q_bias"].double() - weight @ pool["c_bias"].double()
-    return weight.float(), bias.float()
+        With include_mean_token the mean token's share is left out, so rows sum to at most 1.
+        """
+        attn = self.attention(self.tokens(spatial), self.q_proj(text)).mean(dim=2)  # (N, L, T)
+        return attn[..., 1:] if self.include_mean_token else attn

@@ -1,16 +1,16 @@
-"""The linear baseline head (Fast0Tag-style): one learned map of CLIP's global feature,
-shared by every label, so the trainer is not tied to the attention head."""
+"""The linear baseline head (Fast0Tag-style): one learned map of CLIP's global embedding."""
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .registry import register
 
 
 @register
 class LinearHead(nn.Module):
-    """o_ij = W g_i + b for every label j; W starts as the identity (the head starts as CLIP-ML)."""
+    """o_ij = W g_i + b for every label j: a D -> D map starting as the identity, so the
+    untrained head scores exactly like CLIP-ML. It ignores the spatial tokens."""
 
     name = "linear"
 
@@ -21,10 +21,20 @@ class LinearHead(nn.Module):
             self.proj.weight.copy_(torch.eye(embed_dim))
             self.proj.bias.zero_()
 
-    @classmethod
-    def from_pool(cls, pool: dict[str, torch.Tensor], num_heads: int) -> "LinearHead":
-        return cls(pool["c_weight"].shape[0])
+    @property
+    def options(self) -> dict:
+        """The constructor arguments: `LinearHead(**head.options)` has this head's shapes."""
+        return {"embed_dim": self.proj.in_features}
 
-    def forward(self, spatial: torch.Tensor, global_embedding: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        mapped = self.proj(global_embedding)                                  # (N, D)
-        return mapped[:, None].expand(-1, text.shape[0], -1)                  # (N, L, D), a view
+    @classmethod
+    def from_pool(cls, pool: dict[str, Tensor], num_heads: int, text_dim: int) -> LinearHead:
+        """The pool only fixes D (and the device); nothing is copied from it."""
+        embed_dim = pool["c_weight"].shape[0]
+        if text_dim != embed_dim:
+            raise ValueError(f"text dimension {text_dim} differs from the pool's output dimension {embed_dim}")
+        return cls(embed_dim).to(pool["c_weight"].device)
+
+    def forward(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
+        """(N, L, D): the mapped global vector of each image, expanded over the L labels (a view)."""
+        mapped = self.proj(global_embedding)                                   # (N, D)
+        return mapped[:, None, :].expand(-1, text.shape[0], -1)                # (N, L, D)

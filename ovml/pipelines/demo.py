@@ -28,7 +28,7 @@ REAL_DATA = """On real data (CLIP RN50 weights, downloaded once, sha256-checked)
 
 def demo_world(seed: int, quick: bool) -> PlantedWorld:
     if quick:
-        return PlantedWorld(train_images=1024, test_images=256, seed=seed)
+        return PlantedWorld(train_images=2048, test_images=512, seed=seed)
     return PlantedWorld(seed=seed)
 
 
@@ -55,7 +55,7 @@ def run_demo(out: str = "runs/demo", seed: int = 0, quick: bool = False,
          f"{world.train_images} train / {world.test_images} test images, {world.grid}x{world.grid} tokens), "
          "not a real benchmark.")
     cache = cached_world(os.path.join(out, "planted.zarr"), world)
-    epochs = 4 if quick else 10
+    epochs = 8 if quick else 10
     runs = {}
     for name, weight in (("ovml", 1.0), ("ovml-no-contrastive", 0.0)):
         config = TrainConfig(cache=cache, out=os.path.join(out, name), epochs=epochs, lr=DEMO_LR,

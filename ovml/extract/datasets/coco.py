@@ -51,9 +51,11 @@ def label_matrix(path: str, categories: list[tuple[int, str]], images: list[tupl
     rows = np.array([row_of.get(image_id, -1) for image_id, _ in pairs], dtype=np.int64)
     columns = np.array([column_of.get(category_id, -1) for _, category_id in pairs], dtype=np.int64)
     if (rows < 0).any():
-        raise file_error(path, None, f"an annotation names unknown image id {pairs[int(np.argmax(rows < 0))][0]}")
+        unknown = pairs[int(np.argmax(rows < 0))][0]
+        raise file_error(path, None, f"an annotation names unknown image id {unknown}")
     if (columns < 0).any():
-        raise file_error(path, None, f"an annotation names unknown category id {pairs[int(np.argmax(columns < 0))][1]}")
+        unknown = pairs[int(np.argmax(columns < 0))][1]
+        raise file_error(path, None, f"an annotation names unknown category id {unknown}")
     matrix = np.full((len(images), len(categories)), -1, dtype=np.int8)     # (N, 80)
     matrix[rows, columns] = 1
     return matrix
@@ -105,8 +107,9 @@ def open_coco(root: str, images: str | None = None, unseen: str | None = None) -
     names = [category_name for _, category_name in categories]
     unseen_names = read_unseen_names(unseen or DEFAULT_UNSEEN, names)
     vocabulary = Vocabulary(names, list(names), np.array([n not in unseen_names for n in names]))
+    shipped = os.path.basename(DEFAULT_UNSEEN) + " (shipped)"
     attrs = {"adapter_version": ADAPTER_VERSION, "files": files, "images": os.path.abspath(images or root),
-             "unseen_file": os.path.abspath(unseen) if unseen else os.path.basename(DEFAULT_UNSEEN) + " (shipped)",
+             "unseen_file": os.path.abspath(unseen) if unseen else shipped,
              "labels": {"seen": int(vocabulary.seen.sum()), "unseen": len(unseen_names)},
              "splits": counts}
     return DatasetSource("coco", root, vocabulary, splits, attrs)

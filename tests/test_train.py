@@ -1,0 +1,155 @@
+"""Stage 2 end to end on the planted world: learning, ablation, resume, checkpoints (R5)."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from click.testing import CliRunner
+
+from ovml.cache.schema import CacheError
+from ovml.cli import main
+from ovml.config import TrainConfig
+from ovml.errors import UsageError
+from ovml.pipelines.runs import CheckpointError, load_tensors
+from ovml.pipelines.train import train_head
+from ovml.synthetic import PlantedWorld, write_planted_world
+from tests.cache_arrays import all_arrays, assert_same_arrays
+
+CHECKER = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tools", "check_cache.py")
+
+
+def log_of(run: str) -> list[dict]:
+    with open(os.path.join(run, "log.jsonl")) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def eval_json(cache: str, run: str, *extra: str) -> dict:
+    result = CliRunner().invoke(main, ["eval", "--cache", cache, "--head", run, "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_planted_world_is_a_valid_cache_in_both_backends(planted_world, tmp_path):
+    assert subprocess.run([sys.executable, CHECKER, planted_world], capture_output=True).returncode == 0
+    world = PlantedWorld(train_images=64, test_images=64)
+    as_hdf5 = write_planted_world(str(tmp_path / "w.h5"), world)
+    assert subprocess.run([sys.executable, CHECKER, as_hdf5], capture_output=True).returncode == 0
+    as_zarr = write_planted_world(str(tmp_path / "w.zarr"), world)
+    assert_same_arrays(all_arrays(as_hdf5), all_arrays(as_zarr))  # seeded: the same world both times
+
+
+def test_head_beats_clip_ml_on_unseen_labels(planted_world, trained_run, tmp_path):
+    """Measured on this world: ZSL mAP 53.3 (head) vs 43.1 (CLIP-ML); assert half the margin."""
+    log = log_of(trained_run)
+    assert log[-1]["loss"] < log[0]["loss"] and len(log) == 10
+    metrics = eval_json(planted_world, trained_run, "--alpha", "0,1", "--baselines", "clip-ml",
+                        "--out", str(tmp_path / "eval"))
+    rows = {(r["method"], r["alpha"]): r for r in metrics["rows"]}
+    assert rows[("ovml", 0.0)]["mAP"] - rows[("clip-ml", None)]["mAP"] >= 5.0
+    assert rows[("ovml", 0.0)]["F1@3"] > rows[("clip-ml", None)]["F1@3"]
+    for key in ("mAP", "P@3", "R@3", "F1@3", "F1@5"):  # alpha = 1 is CLIP-ML exactly
+        assert rows[("ovml", 1.0)][key] == rows[("clip-ml", None)][key]
+    config = json.load(open(os.path.join(trained_run, "config.json")))
+    assert config["cache"]["path"] == os.path.abspath(planted_world) and config["seed"] == 0
+    assert set(torch.load(os.path.join(trained_run, "head.pt"), weights_only=True)) >= {"q_proj.weight"}
+
+
+def test_no_contrastive_ablation_trains(planted_world, tmp_path):
+    out = str(tmp_path / "ablation")
+    result = CliRunner().invoke(main, ["train-head", "--cache", planted_world, "--out", out, "--epochs", "3",
+                                       "--lr", "1e-2", "--logit-scale", "20", "--no-contrastive"])
+    assert result.exit_code == 0, result.output
+    log = log_of(out)
+    assert "contrastive" not in log[0] and log[-1]["rank"] < log[0]["rank"]
+    assert json.load(open(os.path.join(out, "config.json")))["train"]["contrastive_weight"] == 0.0
+
+
+def small_config(cache: str, out: str, **options) -> TrainConfig:
+    return TrainConfig(**{"cache": cache, "out": out, "epochs": 3, "lr": 1e-2, "logit_scale": 20.0,
+                          "progress": False, **options})
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(small_world, tmp_path):
+    whole = str(tmp_path / "whole")
+    train_head(small_config(small_world, whole))
+    broken = str(tmp_path / "broken")
+
+    def stop_after_first(epoch):
+        if epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_head(small_config(small_world, broken), on_epoch_end=stop_after_first)
+    with pytest.raises(UsageError, match="--resume"):
+        train_head(small_config(small_world, broken))
+    train_head(small_config(small_world, broken), resume=True)
+    for name in ("head.pt", "checkpoint.pt"):
+        left = load_tensors(os.path.join(whole, name), flat=False)
+        right = load_tensors(os.path.join(broken, name), flat=False)
+        assert torch.equal(left["q_proj.weight"] if name == "head.pt" else left["head"]["q_proj.weight"],
+                           right["q_proj.weight"] if name == "head.pt" else right["head"]["q_proj.weight"])
+    strip = lambda log: [{k: v for k, v in e.items() if k not in ("seconds", "images_per_second")} for e in log]
+    assert strip(log_of(whole)) == strip(log_of(broken))
+
+
+def test_streaming_and_in_memory_train_identically(small_world, tmp_path):
+    streamed = train_head(small_config(small_world, str(tmp_path / "s"), epochs=2))
+    in_memory = train_head(small_config(small_world, str(tmp_path / "m"), epochs=2, in_memory=True))
+    assert streamed.last_loss == in_memory.last_loss
+    left = load_tensors(str(tmp_path / "s" / "head.pt"))
+    right = load_tensors(str(tmp_path / "m" / "head.pt"))
+    assert all(torch.equal(left[k], right[k]) for k in left)
+
+
+@pytest.mark.parametrize("options", [{"head": "linear"}, {"negatives": 5}, {"rank_loss": "hinge"},
+                                     {"q_init": "pinv", "contrastive_weight": 0.0}])
+def test_other_heads_and_losses_train(small_world, tmp_path, options):
+    result = train_head(small_config(small_world, str(tmp_path / "run"), epochs=2, **options))
+    assert np.isfinite(result.last_loss) and result.best_epoch >= 1
+
+
+def test_pickle_carrying_or_corrupt_head_is_refused(trained_run, planted_world, tmp_path):
+    """R5: head.pt must be a plain tensor file."""
+    import shutil
+    for name, payload in (("evil", None), ("corrupt", b"\x80\x04garbage")):
+        run = str(tmp_path / name)
+        shutil.copytree(trained_run, run)
+        with open(os.path.join(run, "head.pt"), "wb") as handle:
+            if payload is None:
+                pickle.dump({"q_proj.weight": Exploit()}, handle)
+            else:
+                handle.write(payload)
+        with pytest.raises(CheckpointError, match="head.pt: not a plain tensor file"):
+            load_tensors(os.path.join(run, "head.pt"))
+        result = CliRunner().invoke(main, ["eval", "--cache", planted_world, "--head", run])
+        assert result.exit_code == 1 and "not a plain tensor file" in result.output
+    assert not os.path.exists(tmp_path / "pwned")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_incomplete_cache_and_mismatched_head_are_refused(small_world, trained_run, tmp_path):
+    import shutil
+    partial = str(tmp_path / "partial.zarr")
+    shutil.copytree(small_world, partial)
+    zarr.open_group(partial, mode="a").attrs["complete"] = False
+    with pytest.raises(CacheError, match="incomplete"):
+        train_head(small_config(partial, str(tmp_path / "p")))
+    other = write_planted_world(str(tmp_path / "other.zarr"),
+                                PlantedWorld(channels=64, embed_dim=32, train_images=64, test_images=64))
+    result = CliRunner().invoke(main, ["eval", "--cache", other, "--head", trained_run])
+    assert result.exit_code == 1 and "does not fit" in result.output
