@@ -55,10 +55,12 @@ def fused_output(attn: Tensor, values: Tensor, out_proj: nn.Linear) -> Tensor:
     """
     n, t, c = values.shape
     labels, heads = attn.shape[1], attn.shape[2]
+    per_head = values.view(n, t, heads, c // heads)                               # (N, T, h, C/h)
     weight = out_proj.weight.view(-1, heads, c // heads)                          # (D, h, C/h)
-    projected = torch.einsum("nthc,dhc->nhtd", values.view(n, t, heads, c // heads), weight)
+    projected = torch.einsum("nthc,dhc->nhtd", per_head, weight)                  # (N, h, T, D)
     projected = projected.reshape(n, heads * t, -1)                               # (N, h*T, D)
-    return torch.baddbmm(out_proj.bias, attn.reshape(n, labels, heads * t), projected)  # (N, L, D)
+    pairs = attn.reshape(n, labels, heads * t)                                    # (N, L, h*T), a view
+    return torch.baddbmm(out_proj.bias, pairs, projected)                         # (N, L, D)
 
 
 @register
@@ -156,6 +158,7 @@ class OVMLHead(nn.Module):
         return literal_output(attn, values, self.c_proj)
 
     def _fused(self, labels: int, tokens: int) -> bool:
+        """Whether a call over `labels` labels and `tokens` tokens takes the fused form."""
         if self.formulation != "auto":
             return self.formulation == "fused"
         channels, embed_dim = self.k_proj.in_features, self.c_proj.out_features

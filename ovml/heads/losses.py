@@ -100,6 +100,7 @@ def sample_label_columns(labels: Tensor, num_negatives: int, generator: torch.Ge
     if num_negatives < 0:
         raise ValueError(f"num_negatives must be >= 0, not {num_negatives}")
     has_positive = (labels == 1).any(dim=0)                                           # (L,)
-    candidates = ((labels == -1).any(dim=0) & ~has_positive).nonzero().squeeze(1)
+    candidates = ((labels == -1).any(dim=0) & ~has_positive).nonzero().squeeze(1)    # (M,)
     picked = torch.randperm(len(candidates), generator=generator)[:num_negatives].to(candidates.device)
-    return torch.cat([has_positive.nonzero().squeeze(1), candidates[picked]]).sort().values
+    positives = has_positive.nonzero().squeeze(1)                                     # (P,)
+    return torch.cat([positives, candidates[picked]]).sort().values                   # (P + min(K, M),)
