@@ -25,7 +25,7 @@ CHECKER = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tools",
 
 def extract(root, out, model, **options):
     settings = dict(dataset="folder", root=root, out=out, model=model, workers=0, unit_rows=4,
-                    batch_size=3, progress=False)
+                    batch_size=3, progress=False, threads=2)
     return run_extraction(ExtractConfig(**{**settings, **options}))
 
 
@@ -141,7 +141,8 @@ def test_sigkill_mid_run_then_rerun_is_bit_identical(tmp_path, tiny_clip):
     extract(root, reference, tiny_clip, batch_size=2)
     out = str(tmp_path / "killed.zarr")
     command = [sys.executable, "-m", "ovml.cli", "extract", "--dataset", "folder", "--root", root,
-               "--out", out, "--model", tiny_clip, "--workers", "0", "--unit-rows", "4", "--batch-size", "2"]
+               "--out", out, "--model", tiny_clip, "--workers", "0", "--unit-rows", "4", "--batch-size", "2",
+               "--threads", "2"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done_at_kill = wait_for_some_units(out, process)
     os.kill(process.pid, signal.SIGKILL)

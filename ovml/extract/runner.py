@@ -237,6 +237,8 @@ class Job:
 def begin(config: ExtractConfig) -> Job:
     """Coordinator set-up: read the dataset, load the model, create or resume the store."""
     started = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(config.threads)
     if config.overwrite and os.path.exists(errors_path(config.out)):
         os.remove(errors_path(config.out))
     source = open_dataset(config.dataset, config.root, **adapter_options(config))
@@ -262,8 +264,6 @@ def finish(job: Job) -> ExtractSummary:
 
 def run_extraction(config: ExtractConfig) -> ExtractSummary:
     """Extract every pending unit of the chosen splits in this process and mark the cache complete."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
     job = begin(config)
     try:
         for name, units in job.pending().items():
