@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 
@@ -37,18 +38,24 @@ def measure(shape: str, images: int, batch: int, workers: int, device: str, repe
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
+    summaries = []
+
     def pipeline():
         out = os.path.join(folder, f"{shape}.zarr")
-        run_extraction(ExtractConfig(dataset="folder", root=root, out=out, model=model, device=device,
-                                     batch_size=batch, workers=workers, progress=False, overwrite=True))
+        summaries.append(run_extraction(ExtractConfig(dataset="folder", root=root, out=out, model=model,
+                                                      device=device, batch_size=batch, workers=workers,
+                                                      progress=False, overwrite=True)))
 
-    pipeline()  # warm-up: caches the text embeddings path, file system, thread pools
-    bare_seconds = median_seconds(bare, repeats)
-    pipeline_seconds = median_seconds(pipeline, repeats)
-    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(os.path.join(folder, f"{shape}.zarr"))
-               for f in fs)
+    pipeline()  # warm-up: file system caches, thread pools
+    bare_times, pipeline_times = [], []
+    for _ in range(repeats):  # interleaved, so drifts of a shared machine hit both arms alike
+        bare_times.append(median_seconds(bare, 1))
+        pipeline_times.append(median_seconds(pipeline, 1))
+    bare_seconds, pipeline_seconds = statistics.median(bare_times), statistics.median(pipeline_times)
+    rows = os.path.join(folder, f"{shape}.zarr", "splits")
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(rows) for f in fs)
     return {"shape": shape, "bare": images / bare_seconds, "pipeline": images / pipeline_seconds,
-            "bytes_per_image": size / images}
+            "bytes_per_image": size / images, "phases": summaries[-1].lines()[1]}
 
 
 def main() -> None:
@@ -68,7 +75,7 @@ def main() -> None:
             results.append(result)
             print(f"{shape:5s} on {device}: bare forward {result['bare']:.1f} images/s, end to end "
                   f"{result['pipeline']:.1f} images/s (ratio {result['pipeline'] / result['bare']:.3f}), "
-                  f"{result['bytes_per_image'] / 1e3:.1f} kB/image on disk (includes text/pool tables)")
+                  f"{result['bytes_per_image'] / 1e3:.1f} kB/image of row arrays on disk; last run's {result['phases']}")
     last = results[-1]
     print(f"RATIO B1 {last['pipeline'] / last['bare']:.3f} pipeline-images-per-s / bare-forward-images-per-s "
           f"({last['shape']}, {args.images} images, batch {args.batch_size}, {args.workers} decode workers, {device})")

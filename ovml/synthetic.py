@@ -11,9 +11,11 @@ import hashlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from .cache.writer import CachePlan, LabelTable, UnitRows, create_cache, mark_complete, write_unit
+from .heads.baselines import clip_pool_global
 
 
 @dataclass(frozen=True)
@@ -63,22 +65,9 @@ def planted_pool(world: PlantedWorld, rng: np.random.Generator) -> tuple[dict, n
 
 
 def attention_pool(tokens: np.ndarray, pool: dict, heads: int) -> np.ndarray:
-    """CLIP's attention pool (mean-token query over [mean; tokens] + positional embedding)."""
-    x = tokens.astype(np.float64)                                             # (N, HW, C)
-    x = np.concatenate([x.mean(1, keepdims=True), x], 1) + pool["positional_embedding"]
-    query = x[:, :1] @ pool["q_weight"].T + pool["q_bias"]                    # (N, 1, C)
-    keys = x @ pool["k_weight"].T + pool["k_bias"]                            # (N, T, C)
-    values = x @ pool["v_weight"].T + pool["v_bias"]
-    n, t, c = keys.shape
-    width = c // heads
-    query = query.reshape(n, 1, heads, width).transpose(0, 2, 1, 3)           # (N, h, 1, w)
-    keys = keys.reshape(n, t, heads, width).transpose(0, 2, 3, 1)             # (N, h, w, T)
-    values = values.reshape(n, t, heads, width).transpose(0, 2, 1, 3)         # (N, h, T, w)
-    logits = query @ keys / np.sqrt(width)                                    # (N, h, 1, T)
-    weights = np.exp(logits - logits.max(-1, keepdims=True))
-    weights /= weights.sum(-1, keepdims=True)
-    pooled = (weights @ values).transpose(0, 2, 1, 3).reshape(n, c)           # (N, C)
-    return pooled @ pool["c_weight"].T + pool["c_bias"]                       # (N, D)
+    """CLIP's attention pool applied to tokens (N, HW, C) -> (N, D) (float32, as CLIP computes it)."""
+    as_tensors = {key: torch.from_numpy(value).float() for key, value in pool.items()}
+    return clip_pool_global(torch.from_numpy(tokens).float(), as_tensors, heads).numpy()
 
 
 def draw_images(world: PlantedWorld, count: int, text: np.ndarray, visual_map: np.ndarray,

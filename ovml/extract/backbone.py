@@ -161,6 +161,8 @@ class Backbone:
         """X' tokens (N, HW, C) and CLIP's global embedding (N, D) from one forward pass."""
         visual = self.visual
         x = images.to(self.device, non_blocking=True).type(self.dtype)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
         x = visual.relu1(visual.bn1(visual.conv1(x)))
         x = visual.relu2(visual.bn2(visual.conv2(x)))
         x = visual.relu3(visual.bn3(visual.conv3(x)))
