@@ -1,0 +1,181 @@
+"""Creating a cache and writing it in work units that own whole row chunks.
+
+Only the coordinator creates arrays and writes attributes; any process may then write whole units
+(rows first, `units_done` flag after), so a rerun skips finished units and redoes any other unit
+whole. `complete` is set last, once every unit of every split is done.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import store as backends
+from .schema import SCHEMA_VERSION, CacheError, expected_split_shapes, units_in
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """The vocabulary shared by every split: one column of every label matrix per label."""
+
+    names: list[str]          # display names, in column order (may repeat)
+    ids: list[str]            # unique identifiers (Open Images MIDs; elsewhere the names)
+    seen: np.ndarray          # (L,) bool, true where training may use the label
+    text: np.ndarray | None   # (L, D) float32 CLIP text embeddings, L2-normalised (None until computed)
+
+    def __post_init__(self):
+        if len(set(self.ids)) != len(self.ids):
+            raise CacheError("label ids are not unique")
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """Everything the coordinator needs to lay out a new cache."""
+
+    backbone: dict            # the `backbone` root attribute (CACHE.md)
+    dataset: dict             # the `dataset` root attribute: what the adapter read
+    prompts: list[str]        # prompt templates behind `labels/text`
+    labels: LabelTable
+    pool: dict                # pool/* arrays (float32), CACHE.md names
+    num_heads: int            # attention heads of CLIP's pool
+    split_rows: dict          # split name -> number of images N
+    unit_rows: int = 64       # R: rows per chunk and per work unit
+
+    def fingerprint(self) -> dict:
+        """What must match for a rerun to resume an existing cache instead of refusing it."""
+        label_digest = hashlib.sha256("\n".join(self.labels.ids).encode()).hexdigest()
+        return {"model": self.backbone["name"], "weights_sha256": self.backbone["weights_sha256"],
+                "dataset": self.dataset.get("name"), "root": self.dataset.get("root"),
+                "splits": dict(self.split_rows), "unit_rows": self.unit_rows,
+                "label_ids_sha256": label_digest}
+
+
+@dataclass
+class UnitRows:
+    """The rows of one work unit, ready to be written."""
+
+    spatial: np.ndarray       # (n, HW, C) float16
+    global_embedding: np.ndarray  # (n, D) float16
+    labels: np.ndarray        # (n, L) int8
+    ids: list[str]            # (n,) image identifiers
+    ok: np.ndarray            # (n,) bool
+    failures: list = field(default_factory=list)  # (image id, reason) of the rows with ok = false
+
+
+def create_cache(path: str, plan: CachePlan) -> backends.Store:
+    """Lay out an empty cache at `path` (replacing anything there) and return it open for writing.
+
+    The `plan` attribute is written last: a store without it is an interrupted creation, which
+    a rerun replaces.
+    """
+    try:
+        return _lay_out(path, plan)
+    except OSError as err:
+        raise CacheError(f"{path}: cannot create the cache ({err.strerror or err}); fix it and re-run "
+                         "the same command") from err
+
+
+def _lay_out(path: str, plan: CachePlan) -> backends.Store:
+    store = backends.open_store(path, "w")
+    grid = plan.backbone["grid"]
+    hw, c, d = grid[0] * grid[1], plan.backbone["channels"], plan.backbone["embed_dim"]
+    r = plan.unit_rows
+    store.set_attr("ovml_cache", SCHEMA_VERSION)
+    store.set_attr("complete", False)
+    for key in ("backbone", "dataset", "prompts"):
+        store.set_attr(key, getattr(plan, key))
+    write_labels(store, plan.labels)
+    for key, value in plan.pool.items():
+        value = np.asarray(value, dtype=np.float32)
+        store.create(f"pool/{key}", value.shape, np.float32, value.shape, value)
+    store.set_attr("num_heads", int(plan.num_heads), node="pool")
+    for split, n in plan.split_rows.items():
+        shapes = expected_split_shapes(n, hw, c, d, len(plan.labels.ids), r)
+        dtypes = {"spatial": np.float16, "global": np.float16, "labels": np.int8, "ids": str,
+                  "ok": bool, "units_done": bool}
+        for key, shape in shapes.items():
+            chunks = (1,) if key == "units_done" else (r,) + shape[1:]
+            store.create(f"splits/{split}/{key}", shape, dtypes[key], chunks)
+    store.set_attr("plan", plan.fingerprint())
+    store.flush()
+    return store
+
+
+def write_labels(store: backends.Store, labels: LabelTable) -> None:
+    """Write (or rewrite) the `labels/` group."""
+    count = len(labels.ids)
+    store.create("labels/names", (count,), str, (max(count, 1),), np.array(labels.names, dtype=object))
+    store.create("labels/ids", (count,), str, (max(count, 1),), np.array(labels.ids, dtype=object))
+    store.create("labels/seen", (count,), bool, (max(count, 1),), np.asarray(labels.seen, dtype=bool))
+    text = np.asarray(labels.text, dtype=np.float32)
+    store.create("labels/text", text.shape, np.float32, text.shape, text)
+
+
+def open_existing(path: str, plan: CachePlan, overwrite: bool = False) -> backends.Store | None:
+    """Reopen the cache at `path` to resume it, or None when there is none (or `overwrite`).
+
+    Only a cache made by the same plan (model, dataset, vocabulary, split sizes, unit size) is
+    resumed; any other is refused, unless `overwrite` removes it.
+    """
+    if overwrite and backends.exists(path):
+        backends.remove(path)
+    if not backends.exists(path):
+        return None
+    store = backends.open_store(path, "a")
+    version = store.get_attr("ovml_cache")
+    if version != SCHEMA_VERSION:
+        store.close()
+        raise CacheError(f"{path}: existing store has ovml_cache={version!r}, not {SCHEMA_VERSION}; "
+                         "pass --overwrite to replace it")
+    old = store.get_attr("plan")
+    if old is None:  # creation was interrupted before any unit could be written
+        store.close()
+        backends.remove(path)
+        return None
+    new = json.loads(json.dumps(plan.fingerprint()))
+    if old != new:
+        store.close()
+        changed = sorted(k for k in new if old.get(k) != new[k])
+        raise CacheError(f"{path}: an existing cache made with a different {', '.join(changed)}; "
+                         "pass --overwrite to replace it, or choose another --out")
+    return store
+
+
+def pending_units(store: backends.Store, split: str) -> list[int]:
+    """Indices of the units of `split` whose `units_done` flag is not set."""
+    done = np.asarray(store.array(f"splits/{split}/units_done")[...], dtype=bool)
+    return np.flatnonzero(~done).tolist()
+
+
+def write_unit(store: backends.Store, split: str, unit: int, unit_rows: int, rows: UnitRows) -> None:
+    """Write one unit's rows, then (only then) its `units_done` flag."""
+    start = unit * unit_rows
+    stop = start + len(rows.ids)
+    base = f"splits/{split}"
+    store.array(f"{base}/spatial")[start:stop] = rows.spatial
+    store.array(f"{base}/global")[start:stop] = rows.global_embedding
+    store.array(f"{base}/labels")[start:stop] = rows.labels
+    store.array(f"{base}/ids")[start:stop] = np.array(rows.ids, dtype=object)
+    store.array(f"{base}/ok")[start:stop] = rows.ok
+    store.flush()
+    store.array(f"{base}/units_done")[unit] = True
+    store.flush()
+
+
+def mark_complete(store: backends.Store) -> None:
+    """Set `complete` once every unit of every split is done (the coordinator's last write)."""
+    for split in store.children("splits"):
+        left = pending_units(store, split)
+        if left:
+            raise CacheError(f"{store.path}: split {split} still has {len(left)} unfinished units")
+    store.set_attr("complete", True)
+    store.flush()
+
+
+def unit_bounds(unit: int, unit_rows: int, total_rows: int) -> tuple[int, int]:
+    """The [start, stop) rows of one unit."""
+    start = unit * unit_rows
+    return start, min(start + unit_rows, total_rows)
+
