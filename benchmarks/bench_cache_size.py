@@ -2,7 +2,7 @@
 post-ReLU, taken from a random-weight RN50 on generated photos-like images) against the bytes
 the cache stores per image (float16 + zstd in Zarr, float16 + gzip in HDF5).
 
-    python benchmarks/bench_cache_size.py [--images 64]
+    python benchmarks/bench_cache_size.py [--images 64] [--gpu]
 """
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ from ovml.extract.images import decode  # noqa: E402
 UNIT = 64
 
 
-def rn50_features(folder: str, count: int) -> np.ndarray:
-    backbone = load_backbone(random_clip_file(folder, "rn50"), "cpu")
+def rn50_features(folder: str, count: int, device: str) -> np.ndarray:
+    backbone = load_backbone(random_clip_file(folder, "rn50"), device)
     paths = write_images(folder, count)
     tensors = torch.stack([decode(os.path.join(folder, p), backbone.preprocess)[0] for p in paths])
     spatial, _ = backbone.encode(tensors)
-    return spatial.numpy()                                                     # (N, 49, 2048) float32
+    return spatial.float().cpu().numpy()                                       # (N, 49, 2048)
 
 
 def stored_bytes(path: str, spatial: np.ndarray) -> int:
@@ -44,9 +44,10 @@ def stored_bytes(path: str, spatial: np.ndarray) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--gpu", action="store_true", help="compute the features on cuda:0 (fp16, as extract --gpu)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        spatial = rn50_features(folder, args.images)
+        spatial = rn50_features(folder, args.images, "cuda:0" if args.gpu else "cpu")
         raw = spatial.shape[1] * spatial.shape[2] * 4
         zeros = float((spatial == 0).mean())
         sizes = {suffix: stored_bytes(os.path.join(folder, f"x{suffix}"), spatial) / args.images

@@ -1,4 +1,4 @@
-"""Frozen settings of each stage, with a JSON round trip (what a run records in config.json)."""
+"""Frozen settings of each stage; a run records them in config.json and `from_dict` reads them back."""
 from __future__ import annotations
 
 import dataclasses
@@ -83,11 +83,6 @@ class EvalConfig:
     dense_top_k: int = 3                 # dense CLIP: mean of the top-k location scores
     allow_partial: bool = False          # evaluate the finished units of an incomplete cache
     progress: bool = True                # show progress bars
-
-
-def to_json(config: Any) -> str:
-    """The settings as indented JSON."""
-    return json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True)
 
 
 def from_dict(kind: type[T], values: dict) -> T:

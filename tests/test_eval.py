@@ -100,3 +100,17 @@ def test_labels_without_positives_count_as_zero(small_world, tmp_path):
     metrics = json.loads(run("eval", "--cache", copy, "--baselines", "clip-ml", "--json",
                              "--out", str(tmp_path / "e")).output)
     assert all(np.isfinite(v) for v in metrics["rows"][0].values() if isinstance(v, float))
+
+
+def test_every_alpha_from_one_forward_equals_interpolation():
+    """eval's per-alpha algebra (HeadParts) equals scoring METHOD.md's interpolated features."""
+    from ovml.heads.base import interpolate
+    from ovml.pipelines.scoring import HeadParts, normalise
+    generator = torch.Generator().manual_seed(0)
+    features, global_embedding = torch.randn(6, 4, 8, generator=generator), torch.randn(6, 8, generator=generator)
+    text = normalise(torch.randn(4, 8, generator=generator))
+    o, g = normalise(features), normalise(global_embedding)
+    parts = HeadParts((o * text).sum(-1).numpy(), (g @ text.T).numpy(), (o * g[:, None]).sum(-1).numpy())
+    for alpha in (0.0, 0.3, 0.5, 1.0):
+        expected = cosine_scores(interpolate(features, global_embedding, alpha), text).numpy()
+        assert np.allclose(parts.scores(alpha), expected, atol=1e-6)

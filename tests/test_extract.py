@@ -171,3 +171,15 @@ def wait_for_some_units(out: str, process: subprocess.Popen, timeout: float = 12
             pass
         time.sleep(0.01)
     raise AssertionError("no unit finished in time")
+
+
+def test_decompression_bombs_are_rows_not_crashes(tmp_path, monkeypatch):
+    """R2, huge images: PIL's pixel limit turns them into an ok = false reason."""
+    from PIL import Image
+
+    from ovml.extract.images import decode
+    path = str(tmp_path / "big.png")
+    Image.new("RGB", (400, 300)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    tensor, reason = decode(path, lambda image: image)
+    assert tensor is None and reason.startswith("too large to decode safely")

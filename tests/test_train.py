@@ -93,6 +93,8 @@ def test_resume_ends_where_an_uninterrupted_run_ends(small_world, tmp_path):
         train_head(small_config(small_world, broken), on_epoch_end=stop_after_first)
     with pytest.raises(UsageError, match="--resume"):
         train_head(small_config(small_world, broken))
+    with pytest.raises(UsageError, match="other settings \\(lr\\)"):
+        train_head(small_config(small_world, broken, lr=1e-3), resume=True)
     train_head(small_config(small_world, broken), resume=True)
     for name in ("head.pt", "checkpoint.pt"):
         left = load_tensors(os.path.join(whole, name), flat=False)

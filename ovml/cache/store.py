@@ -64,17 +64,19 @@ def open_store(path: str, mode: str = "r") -> "Store":
 
 
 class Store:
-    """What the cache code needs from a backend: attributes, arrays, groups."""
+    """What the cache code needs from a backend: attributes, arrays, groups. Both backends keep
+    their root group in `self.root`, which indexes nodes by path."""
 
     path: str
+    root: object
+
+    def _node(self, key: str):
+        return self.root[key] if key else self.root
 
     def get_attr(self, key: str, default: Any = None, node: str = "") -> Any:
         raise NotImplementedError
 
     def set_attr(self, key: str, value: Any, node: str = "") -> None:
-        raise NotImplementedError
-
-    def attr_keys(self) -> list[str]:
         raise NotImplementedError
 
     def has(self, key: str) -> bool:
@@ -85,16 +87,17 @@ class Store:
 
     def array(self, key: str):
         """The array at `key`: supports numpy slicing for reads and writes, `.shape`, `.dtype`."""
-        raise NotImplementedError
+        return self.root[key]
 
     def create(self, key: str, shape: tuple, dtype: Any, chunks: tuple, data: np.ndarray | None = None):
         raise NotImplementedError
 
     def resize(self, key: str, shape: tuple) -> None:
-        raise NotImplementedError
+        self.root[key].resize(shape)
 
     def read_strings(self, key: str, rows: slice = slice(None)) -> list[str]:
-        raise NotImplementedError
+        values = np.asarray(self.root[key][rows]).tolist()
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
     def flush(self) -> None:
         """Make everything written so far durable."""
@@ -120,17 +123,11 @@ class ZarrStore(Store):
         except OSError as err:
             raise CacheError(f"{path}: cannot open ({err.strerror or err})") from err
 
-    def _node(self, key: str):
-        return self.root[key] if key else self.root
-
     def get_attr(self, key, default=None, node=""):
         return self._node(node).attrs.get(key, default)
 
     def set_attr(self, key, value, node=""):
         self._node(node).attrs[key] = value
-
-    def attr_keys(self):
-        return list(self.root.attrs.keys())
 
     def has(self, key):
         try:
@@ -142,9 +139,6 @@ class ZarrStore(Store):
     def children(self, key):
         return sorted(self.root[key].keys()) if self.has(key) else []
 
-    def array(self, key):
-        return self.root[key]
-
     def create(self, key, shape, dtype, chunks, data=None):
         string = dtype is str
         compressors = None if string else self._zarr.codecs.ZstdCodec(level=ZSTD_LEVEL)
@@ -154,12 +148,6 @@ class ZarrStore(Store):
         if data is not None:
             arr[...] = data
         return arr
-
-    def resize(self, key, shape):
-        self.root[key].resize(shape)
-
-    def read_strings(self, key, rows=slice(None)):
-        return [str(s) for s in np.asarray(self.root[key][rows]).tolist()]
 
     def bytes_on_disk(self):
         if is_url(self.path):
@@ -183,9 +171,6 @@ class HDF5Store(Store):
         except OSError as err:
             raise CacheError(f"{path}: cannot open as HDF5 ({err})") from err
 
-    def _node(self, key):
-        return self.root[key] if key else self.root
-
     def get_attr(self, key, default=None, node=""):
         attrs = self._node(node).attrs
         if key not in attrs:
@@ -207,17 +192,11 @@ class HDF5Store(Store):
         else:
             attrs[key] = json.dumps(value)
 
-    def attr_keys(self):
-        return list(self.root.attrs.keys())
-
     def has(self, key):
         return key in self.root
 
     def children(self, key):
         return sorted(self.root[key].keys()) if key in self.root else []
-
-    def array(self, key):
-        return self.root[key]
 
     def create(self, key, shape, dtype, chunks, data=None):
         if key in self.root:
@@ -231,13 +210,6 @@ class HDF5Store(Store):
         if data is not None:
             arr[...] = data
         return arr
-
-    def resize(self, key, shape):
-        self.root[key].resize(shape)
-
-    def read_strings(self, key, rows=slice(None)):
-        values = self.root[key][rows]
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values).tolist()]
 
     def flush(self):
         self.root.flush()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import store as backends
-from .schema import SCHEMA_VERSION, CacheError, expected_split_shapes, units_in
+from .schema import SCHEMA_VERSION, CacheError, expected_split_shapes
 
 
 @dataclass(frozen=True)

@@ -173,13 +173,6 @@ class Backbone:
         return spatial, global_embedding
 
 
-def parse_device(gpu: int | None = None, device: str | None = None) -> torch.device:
-    """`--gpu N` means cuda:N; otherwise `--device`, defaulting to the CPU."""
-    if gpu is not None:
-        return torch.device(f"cuda:{gpu}")
-    return torch.device(device or "cpu")
-
-
 def load_backbone(model: str = "RN50", device: torch.device | str = "cpu",
                   download_root: str | None = None) -> Backbone:
     """Load a CLIP ResNet by name or file onto `device` (fp16 on CUDA as clip does, fp32 on CPU)."""

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..cache import store as backends
 from ..cache.writer import (CachePlan, LabelTable, UnitRows, create_cache, mark_complete,
-                            open_existing, pending_units, unit_bounds, write_unit)
+                            open_existing, pending_units, unit_bounds)
 from ..config import ExtractConfig
 from .backbone import Backbone, load_backbone
 from .datasets import DatasetSource, Split, open_dataset

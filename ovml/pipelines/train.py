@@ -18,14 +18,14 @@ import torch
 from tqdm import tqdm
 
 from ..cache.reader import CacheReader
-from ..config import TrainConfig
+from ..config import TrainConfig, from_dict
 from ..errors import UsageError
 from ..heads.base import cosine_scores
 from ..heads.losses import (ProjectionHead, hinge_ranking_loss, ranking_loss, sample_label_columns,
                             supervised_contrastive_loss)
 from ..heads.registry import build_head
 from ..metrics import mean_average_precision
-from .batches import BatchStream, RowSelection, carve_validation, trainable_rows
+from .batches import BatchStream, carve_validation, trainable_rows
 from .scoring import cache_pool
 from .runs import CHECKPOINT_FILE, HEAD_FILE, RunFolder, load_tensors, save_tensors
 
@@ -175,11 +175,20 @@ class Trainer:
                 "train_rows": self.train_rows.count}
 
 
+RESUMABLE_CHANGES = {"epochs", "progress", "in_memory", "prefetch", "allow_partial", "cache", "out"}
+
+
 def check_resumable(run: RunFolder, trainer: Trainer) -> None:
-    """A resumed run must use the same cache and settings (apart from the number of epochs)."""
+    """A resumed run must use the same cache and settings (the epochs and I/O options may change)."""
     previous = run.read_config()
     if previous["cache"]["fingerprint"] != trainer.reader.fingerprint():
         raise UsageError(f"{run.path}: was trained on another cache ({previous['cache']['path']})")
+    before = dataclasses.asdict(from_dict(TrainConfig, previous["train"]))
+    now = dataclasses.asdict(trainer.config)
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and before.get(k) != now[k])
+    if changed:
+        raise UsageError(f"{run.path}: --resume with other settings ({', '.join(changed)}); "
+                         "use the run's own settings or --overwrite")
     head = previous["head"]
     if (head["embed_dim"], head["channels"], head["hw"]) != (trainer.reader.embed_dim, trainer.reader.channels,
                                                             trainer.reader.hw):
