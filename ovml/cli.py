@@ -245,11 +245,12 @@ def eval_command(cache, heads, split, alpha, ks, baselines, dense_top_k, out, as
 @click.option("--labels-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="File with one label name per line.")
 @click.option("--head", default=None, help="Run folder of a trained head [default: CLIP-ML alone].")
-@click.option("--model", default="RN50", show_default=True, help="CLIP ResNet name or weights file.")
+@click.option("--model", default=None, help="CLIP ResNet name or weights file [default: the head's, else RN50].")
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Interpolation with CLIP's global feature (with --head).")
-@click.option("--prompts", default=None, help="'imagenet80' or a template file [default: 'a photo of a {}.'].")
+@click.option("--prompts", default=None, help="'imagenet80' or a template file "
+              "[default: the head's cache's templates, else 'a photo of a {}.'].")
 @click.option("--explain", "explain_dir", default=None, help="Write attention-map PNGs (needs --head) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--gpu", type=int, default=None, help="Use cuda:N.")

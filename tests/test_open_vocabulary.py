@@ -53,12 +53,22 @@ def test_predict_with_clip_ml_and_with_a_head(tiny_cache, tiny_clip, folder_data
     assert maps == ["000.png"] and os.path.getsize(os.path.join(explain, maps[0])) > 1000
 
 
-def test_predict_refuses_a_head_of_other_dimensions(tiny_clip, small_world, tmp_path, folder_dataset):
+def test_predict_refuses_a_head_of_other_weights(tiny_clip, tiny_clip_files, tiny_cache, small_world, tmp_path,
+                                                 folder_dataset):
+    image = os.path.join(folder_dataset, "img", "000.png")
     head = str(tmp_path / "planted-head")
     run("train-head", "--cache", small_world, "--out", head, "--epochs", "1")
-    result = CliRunner().invoke(main, ["predict", os.path.join(folder_dataset, "img", "000.png"), "--labels",
-                                       "cat", "--model", tiny_clip, "--head", head])
-    assert result.exit_code == 1 and "does not fit" in result.output
+    result = CliRunner().invoke(main, ["predict", image, "--labels", "cat", "--model", tiny_clip, "--head", head])
+    assert result.exit_code == 1 and "trained on features of other CLIP weights" in result.output
+    tiny_head = str(tmp_path / "tiny-head")
+    run("train-head", "--cache", tiny_cache, "--out", tiny_head, "--epochs", "1", "--val-fraction", "0")
+    result = CliRunner().invoke(main, ["predict", image, "--labels", "cat", "--head", tiny_head,
+                                       "--model", tiny_clip_files["torchscript"]])
+    assert result.exit_code == 1 and "other CLIP weights" in result.output
+    assert "000.png: cat" in run("predict", image, "--labels", "cat", "--head", tiny_head).output
+    evaluated = run("eval", "--cache", tiny_cache, "--head", tiny_head, "--image-split", "train",
+                    "--out", str(tmp_path / "e")).output
+    assert "alpha auto skipped: the run kept no validation images" in evaluated
 
 
 def test_add_labels_then_eval_scores_the_new_columns(tiny_cache, tiny_clip, tmp_path):

@@ -88,13 +88,14 @@ def score_split(reader: CacheReader, selection: RowSelection, columns: np.ndarra
     return ({name: np.concatenate(s) for name, s in base_scores.items()}, joined, np.concatenate(labels))
 
 
-def choose_alpha(reader: CacheReader, head: TrainedHead, config: EvalConfig) -> tuple[float, str]:
-    """Alpha with the best mAP on the head's validation images, scored on labels it did not train on."""
+def choose_alpha(reader: CacheReader, head: TrainedHead, config: EvalConfig) -> tuple[float | None, str]:
+    """Alpha with the best mAP on the head's validation images, scored on labels it did not train
+    on; None (with the reason) when the run kept no validation images."""
     validation = head.config.get("validation") or {}
     units = validation.get("units") or []
     if not units:
-        raise UsageError(f"{head.run}: the run kept no validation images (train with --val-fraction > 0) "
-                         "so --alpha auto cannot be chosen without test labels")
+        return None, ("alpha auto skipped: the run kept no validation images (train with --val-fraction > 0); "
+                      "test labels are never used to choose alpha")
     split = validation.get("split", "train")
     pseudo = np.array(head.config.get("pseudo_unseen_columns") or [], dtype=int)
     how = f"{len(pseudo)} pseudo-unseen seen labels held out of training"
@@ -138,7 +139,7 @@ def evaluate_cache(config: EvalConfig) -> Evaluation:
             if config.alpha_auto:
                 chosen, how = choose_alpha(reader, head, config)
                 notes.append(f"{head.run}: {how}")
-                alphas.append(chosen)
+                alphas += [] if chosen is None else [chosen]
             head_alphas.append(sorted(set(alphas or [0.0])))
         if config.image_split not in reader.splits:
             raise UsageError(f"{reader.path}: no split {config.image_split!r} (splits: {', '.join(reader.splits)})")

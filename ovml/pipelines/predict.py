@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..extract.backbone import Backbone, load_backbone
+from ..extract.backbone import Backbone, load_backbone, resolve_weights
 from ..extract.images import decode
 from ..extract.text import embed_labels, load_prompts
+from .runs import RunFolder
 from .scoring import TrainedHead, clip_ml_scores, head_parts, load_trained_head
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -60,15 +61,27 @@ def read_label_names(labels: str | None, labels_file: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def check_head_backbone(trained_on: dict, model: str, download_root: str | None) -> None:
+    """A head reads the X' of the CLIP it was trained on: refuse other weights."""
+    expected = trained_on.get("backbone", {}).get("weights_sha256")
+    if expected and resolve_weights(model, download_root)[1] != expected:
+        raise UsageError(f"{model}: the head was trained on features of other CLIP weights "
+                         f"({trained_on['backbone'].get('name')}, sha256 {expected[:12]}...); pass that --model")
+
+
 class Predictor:
     """CLIP (and optionally a trained head) loaded once, scoring images against a vocabulary."""
 
-    def __init__(self, names: list[str], model: str = "RN50", head: str | None = None, alpha: float = 0.0,
+    def __init__(self, names: list[str], model: str | None = None, head: str | None = None, alpha: float = 0.0,
                  device: str = "cpu", download_root: str | None = None, prompts: str | None = None):
         self.names = names
         self.alpha = alpha
+        trained_on = RunFolder(head).read_config()["cache"] if head else {}
+        model = model or trained_on.get("backbone", {}).get("name") or "RN50"
+        check_head_backbone(trained_on, model, download_root)
+        templates = load_prompts(prompts) if prompts or not trained_on.get("prompts") else trained_on["prompts"]
         self.backbone: Backbone = load_backbone(model, device, download_root)
-        text = embed_labels(self.backbone.model, names, load_prompts(prompts), self.backbone.device, progress=False)
+        text = embed_labels(self.backbone.model, names, templates, self.backbone.device, progress=False)
         self.text = torch.from_numpy(text).to(self.backbone.device)
         self.head: TrainedHead | None = None
         if head:

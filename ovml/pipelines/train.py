@@ -164,7 +164,8 @@ class Trainer:
     def describe(self) -> dict:
         """config.json: every setting, the cache and its fingerprint, the head, the held-out units."""
         return {"train": dataclasses.asdict(self.config),
-                "cache": {"path": os.path.abspath(self.reader.path), "fingerprint": self.reader.fingerprint()},
+                "cache": {"path": os.path.abspath(self.reader.path), "fingerprint": self.reader.fingerprint(),
+                          "backbone": self.reader.backbone, "prompts": self.reader.prompts},
                 "head": {"name": self.config.head, "options": head_options(self.config),
                          "num_heads": self.reader.num_heads, "embed_dim": self.reader.embed_dim,
                          "channels": self.reader.channels, "hw": self.reader.hw},
