@@ -55,7 +55,7 @@ def worker_processes(pid: int) -> list[psutil.Process]:
 def test_killed_worker_then_rerun_gives_the_same_cache(tmp_path, tiny_clip):
     """R6: SIGKILL one Dask worker mid-run; the job (rerun if needed) ends with identical arrays."""
     root = str(tmp_path / "many")
-    write_folder_dataset(root, images=160)
+    write_folder_dataset(root, images=320)
     reference = str(tmp_path / "single.zarr")
     run_extraction(config(root, reference, tiny_clip, batch_size=2))
     out = str(tmp_path / "dask.zarr")
@@ -70,7 +70,7 @@ def test_killed_worker_then_rerun_gives_the_same_cache(tmp_path, tiny_clip):
             if workers:
                 workers[0].send_signal(signal.SIGKILL)
                 killed = True
-        time.sleep(0.02)
+        time.sleep(0.01)
     assert killed, "no worker was found to kill"
     process.wait(timeout=300)
     run_distributed(config(root, out, tiny_clip, dask="local:2", batch_size=2))
