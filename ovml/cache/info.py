@@ -23,9 +23,8 @@ def describe_cache(path: str) -> list[str]:
             done = reader.units_done(split)
             usable = reader.usable_rows(split)
             rows_done = int(np.repeat(done, reader.unit_rows(split))[: reader.num_rows(split)].sum())
-            labels = reader.read_labels(split)
             lines.append(f"split {split}: N={reader.num_rows(split)}, rows done {rows_done}, ok {int(usable.sum())}, "
-                         f"units {int(done.sum())}/{len(done)}, positives {int((labels == 1).sum())}")
+                         f"units {int(done.sum())}/{len(done)}")
         lines.append(f"size on disk: {reader.store.bytes_on_disk() / 1e6:.1f} MB")
         dataset = dict(reader.dataset)
         lines.append("dataset: " + json.dumps(dataset, sort_keys=True))

@@ -16,7 +16,7 @@ from ..cache import store as backends
 from ..config import ExtractConfig
 from .backbone import load_backbone
 from .datasets import open_dataset
-from .runner import (ExtractError, ExtractSummary, Job, PhaseTimes, adapter_options, begin, errors_path,
+from .runner import (ExtractError, ExtractSummary, Job, adapter_options, begin, errors_path,
                      extract_split, finish, select_splits)
 from .unit_writer import append_errors
 
@@ -65,8 +65,7 @@ def extract_units_task(config: ExtractConfig, split: str, units: list[int]) -> d
         failures = extract_split(config, backbone, store, splits[split], todo, summary, errors_file=None)
     finally:
         store.close()
-    return {"images": summary.images, "failures": failures, "units": len(units),
-            "phases": (summary.phases.decode, summary.phases.forward, summary.phases.write)}
+    return {"images": summary.images, "failures": failures, "units": len(units), "phases": summary.phases}
 
 
 def connect(spec: str):
@@ -133,7 +132,6 @@ def run_tasks(job: Job, client, config: ExtractConfig) -> None:
             if job.config.strict:
                 split, image, reason = result["failures"][0]
                 raise ExtractError(f"{image}: {reason} (--strict)")
-        job.summary.phases = PhaseTimes(*(a + b for a, b in zip(
-            (job.summary.phases.decode, job.summary.phases.forward, job.summary.phases.write), result["phases"])))
+        job.summary.phases.add(result["phases"])
         bar.update(1)
     bar.close()

@@ -38,6 +38,11 @@ class PhaseTimes:
     forward: float = 0.0
     write: float = 0.0
 
+    def add(self, other: "PhaseTimes") -> None:
+        self.decode += other.decode
+        self.forward += other.forward
+        self.write += other.write
+
 
 @dataclass
 class ExtractSummary:

@@ -68,7 +68,7 @@ def score_split(reader: CacheReader, selection: RowSelection, columns: np.ndarra
                 baselines: tuple[str, ...], config: EvalConfig, desc: str) -> tuple[dict, list, np.ndarray]:
     """Stream the selected rows once: baseline scores, HeadParts per head, and the labels."""
     device = torch.device(config.device)
-    pool = cache_pool(reader, device)
+    pool = cache_pool(reader, device) if "dense" in baselines else {}
     text = torch.from_numpy(reader.text[columns]).to(device)
     base_scores = {name: [] for name in baselines}
     parts = [[] for _ in heads]

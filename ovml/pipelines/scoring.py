@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..cache.reader import CacheReader
+from ..errors import UsageError
 from ..heads.baselines import dense_clip_scores
 from ..heads.registry import build_head
 from .runs import HEAD_FILE, RunFolder, load_tensors
@@ -40,7 +41,6 @@ def load_trained_head(run_dir: str, pool: dict[str, torch.Tensor], num_heads: in
     try:
         module.load_state_dict(state)
     except RuntimeError as err:
-        from ..errors import UsageError
         raise UsageError(f"{folder.file(HEAD_FILE)}: does not fit this cache's dimensions "
                          f"({str(err).splitlines()[0]})") from err
     return TrainedHead(run_dir, head["name"], module.to(device).eval(), config)
