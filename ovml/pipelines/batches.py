@@ -29,6 +29,13 @@ class RowSelection:
     def count(self) -> int:
         return int(sum(len(rows) for rows in self.rows_by_unit.values()))
 
+    @classmethod
+    def from_mask(cls, split: str, unit_rows: int, mask: np.ndarray, units=None) -> "RowSelection":
+        """The rows where `mask` (N,) is true, in `units` (default: every unit holding one)."""
+        units = np.unique(np.flatnonzero(mask) // unit_rows) if units is None else units
+        return cls(split, unit_rows, {int(u): np.flatnonzero(mask[u * unit_rows:(u + 1) * unit_rows])
+                                      for u in units})
+
 
 def trainable_rows(reader: CacheReader, split: str, columns: np.ndarray, progress: bool = True) -> np.ndarray:
     """(N,) bool: ok rows of finished units with at least one positive among `columns`.
@@ -55,11 +62,8 @@ def carve_validation(mask: np.ndarray, unit_rows: int, fraction: float, seed: in
         count = min(max(count, 1), len(units) - 1)
     held_out = set(rng.permutation(units)[:count].tolist())
 
-    def group(chosen):
-        return RowSelection(split, unit_rows, {
-            int(u): np.flatnonzero(mask[u * unit_rows:(u + 1) * unit_rows]) for u in chosen})
-
-    return group([u for u in units if u not in held_out]), group(sorted(held_out))
+    return (RowSelection.from_mask(split, unit_rows, mask, [u for u in units if u not in held_out]),
+            RowSelection.from_mask(split, unit_rows, mask, sorted(held_out)))
 
 
 class BatchStream:

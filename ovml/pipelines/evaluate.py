@@ -58,12 +58,6 @@ def default_ks(num_labels: int) -> tuple[int, ...]:
     return (10, 20) if num_labels > 5000 else (3, 5)
 
 
-def rows_of(reader: CacheReader, split: str, mask: np.ndarray) -> RowSelection:
-    r = reader.unit_rows(split)
-    units = np.unique(np.flatnonzero(mask) // r)
-    return RowSelection(split, r, {int(u): np.flatnonzero(mask[u * r:(u + 1) * r]) for u in units})
-
-
 def score_split(reader: CacheReader, selection: RowSelection, columns: np.ndarray, heads: list[TrainedHead],
                 baselines: tuple[str, ...], config: EvalConfig, desc: str) -> tuple[dict, list, np.ndarray]:
     """Stream the selected rows once: baseline scores, HeadParts per head, and the labels."""
@@ -103,12 +97,7 @@ def choose_alpha(reader: CacheReader, head: TrainedHead, config: EvalConfig) -> 
         pseudo = np.flatnonzero(reader.seen)
         how = ("all seen labels (the run held none out: train with --pseudo-unseen F for labels "
                "the head never saw)")
-    usable = reader.usable_rows(split)
-    mask = np.zeros_like(usable)
-    r = reader.unit_rows(split)
-    for unit in units:
-        mask[unit * r:(unit + 1) * r] = usable[unit * r:(unit + 1) * r]
-    selection = rows_of(reader, split, mask)
+    selection = RowSelection.from_mask(split, reader.unit_rows(split), reader.usable_rows(split), units)
     _, (parts,), labels = score_split(reader, selection, pseudo, [head], (), config, "alpha auto")
     sweep = {alpha: evaluate(parts.scores(alpha), labels, ks=(3,))["mAP"] for alpha in AUTO_GRID}
     best = max(sweep, key=lambda a: (sweep[a], -a))
@@ -143,7 +132,8 @@ def evaluate_cache(config: EvalConfig) -> Evaluation:
             head_alphas.append(sorted(set(alphas or [0.0])))
         if config.image_split not in reader.splits:
             raise UsageError(f"{reader.path}: no split {config.image_split!r} (splits: {', '.join(reader.splits)})")
-        selection = rows_of(reader, config.image_split, reader.usable_rows(config.image_split))
+        selection = RowSelection.from_mask(config.image_split, reader.unit_rows(config.image_split),
+                                           reader.usable_rows(config.image_split))
         base, parts, labels = score_split(reader, selection, columns, heads, tuple(config.baselines), config,
                                           f"eval {config.image_split}")
         rows = [ScoredRow(name, None, scores) for name, scores in base.items()]

@@ -26,8 +26,8 @@ from ..heads.losses import (ProjectionHead, hinge_ranking_loss, ranking_loss, sa
 from ..heads.registry import build_head
 from ..metrics import mean_average_precision
 from .batches import BatchStream, carve_validation, trainable_rows
-from .scoring import cache_pool
-from .runs import CHECKPOINT_FILE, HEAD_FILE, RunFolder, load_tensors, save_tensors
+from .runs import CHECKPOINT_FILE, HEAD_FILE, LOG_FILE, RunFolder, load_tensors, save_tensors
+from .scoring import batch_tensors, cache_pool
 
 
 @dataclass
@@ -62,7 +62,6 @@ class Trainer:
     def __init__(self, config: TrainConfig, reader: CacheReader):
         self.config, self.reader = config, reader
         self.device = torch.device(config.device)
-        self.run = RunFolder(config.out)
         self.seen_columns, self.pseudo_unseen = split_seen_labels(reader.seen, config.pseudo_unseen, config.seed)
         if len(self.seen_columns) == 0:
             raise UsageError(f"{reader.path}: no seen labels to train on")
@@ -85,8 +84,7 @@ class Trainer:
 
     # --- one step -----------------------------------------------------------------------
     def loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        spatial = torch.from_numpy(batch["spatial"]).to(self.device).float()            # (B, HW, C)
-        global_embedding = torch.from_numpy(batch["global"]).to(self.device).float()    # (B, D)
+        spatial, global_embedding = batch_tensors(batch, self.device)                  # (B, HW, C), (B, D)
         labels = torch.from_numpy(batch["labels"][:, self.seen_columns]).to(self.device)  # (B, S)
         text = self.text
         if self.config.negatives is not None:
@@ -139,8 +137,7 @@ class Trainer:
         scores, labels = [], []
         stream = BatchStream(self.reader, self.val_rows, 256, prefetch=self.config.prefetch)
         for batch in stream.epoch(seed=0, shuffle=False):
-            spatial = torch.from_numpy(batch["spatial"]).to(self.device).float()
-            global_embedding = torch.from_numpy(batch["global"]).to(self.device).float()
+            spatial, global_embedding = batch_tensors(batch, self.device)
             features = self.head(spatial, global_embedding, self.text)
             scores.append(cosine_scores(features, self.text).cpu().numpy())
             labels.append(batch["labels"][:, self.seen_columns])
@@ -216,7 +213,7 @@ def train_head(config: TrainConfig, resume: bool = False, overwrite: bool = Fals
             first = done + 1
         else:
             os.makedirs(config.out, exist_ok=True)
-            for stale in (run.file("log.jsonl"), run.file(CHECKPOINT_FILE)):
+            for stale in (run.file(LOG_FILE), run.file(CHECKPOINT_FILE)):
                 if os.path.exists(stale):
                     os.remove(stale)
         run.write_config(trainer.describe())
