@@ -16,7 +16,7 @@ from ..extract.backbone import Backbone, load_backbone, resolve_weights
 from ..extract.images import decode
 from ..extract.text import embed_labels, load_prompts
 from .runs import RunFolder
-from .scoring import TrainedHead, clip_ml_scores, head_parts, load_trained_head
+from .scoring import TrainedHead, clip_ml_scores, head_parts, load_trained_head, pool_tensors
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -25,11 +25,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 class Prediction:
     image: str
     labels: list[tuple[str, float]]   # (name, score), best first
-    error: str = ""
+    error: str = ""                   # why the image could not be read
+    explanation: str = ""             # the attention-map PNG, with --explain
 
     def as_json(self) -> dict:
         entry = {"image": self.image, "labels": [{"name": n, "score": round(s, 6)} for n, s in self.labels]}
-        return entry | ({"error": self.error} if self.error else {})
+        extras = {"error": self.error, "explanation": self.explanation}
+        return entry | {key: value for key, value in extras.items() if value}
 
 
 def expand_images(inputs: list[str]) -> list[str]:
@@ -85,7 +87,7 @@ class Predictor:
         self.text = torch.from_numpy(text).to(self.backbone.device)
         self.head: TrainedHead | None = None
         if head:
-            pool = {k: torch.from_numpy(v).to(self.backbone.device) for k, v in self.backbone.pool_weights().items()}
+            pool = pool_tensors(self.backbone.pool_weights(), self.backbone.device)
             self.head = load_trained_head(head, pool, self.backbone.num_heads, self.backbone.device)
 
     def features(self, images: list[str]) -> tuple[list[int], list[str], torch.Tensor, torch.Tensor]:
@@ -108,38 +110,41 @@ class Predictor:
             return clip_ml_scores(global_embedding, self.text)
         return head_parts(self.head.module, spatial, global_embedding, self.text).scores(self.alpha)
 
-    def predict(self, images: list[str], top_k: int = 5, batch_size: int = 32) -> list[Prediction]:
+    def predict(self, images: list[str], top_k: int = 5, batch_size: int = 32,
+                explain: str | None = None) -> list[Prediction]:
+        """Top-K labels per image; with `explain`, also the attention-map PNG of each image,
+        drawn from the same forward pass."""
+        if explain:
+            if self.head is None or not hasattr(self.head.module, "attention_maps"):
+                raise UsageError("--explain needs --head with an attention head (ovml)")
+            os.makedirs(explain, exist_ok=True)
         predictions = []
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size]
             kept, errors, spatial, global_embedding = self.features(batch)
             scores = self.scores(spatial, global_embedding) if kept else np.zeros((0, len(self.names)))
-            by_index = dict(zip(kept, scores))
+            row_of = {index: row for row, index in enumerate(kept)}
             for index, path in enumerate(batch):
-                if index not in by_index:
+                if index not in row_of:
                     predictions.append(Prediction(path, [], errors[index]))
                     continue
-                order = np.argsort(-by_index[index], kind="stable")[:top_k]
-                predictions.append(Prediction(path, [(self.names[j], float(by_index[index][j])) for j in order]))
+                row = row_of[index]
+                order = np.argsort(-scores[row], kind="stable")[:top_k]
+                prediction = Prediction(path, [(self.names[j], float(scores[row][j])) for j in order])
+                if explain:
+                    prediction.explanation = self.explain(prediction, spatial[row:row + 1],
+                                                          global_embedding[row:row + 1], order, explain)
+                predictions.append(prediction)
         return predictions
 
-    def explain(self, predictions: list[Prediction], out: str) -> list[str]:
-        """One PNG per image: the image, then each predicted label's attention map over it."""
-        if self.head is None or not hasattr(self.head.module, "attention_maps"):
-            raise UsageError("--explain needs --head with an attention head (ovml)")
+    @torch.no_grad()
+    def explain(self, prediction: Prediction, spatial: torch.Tensor, global_embedding: torch.Tensor,
+                columns: np.ndarray, out: str) -> str:
+        """Write the image with each predicted label's attention map over it; returns the PNG path."""
         from .explain import draw_attention
-        os.makedirs(out, exist_ok=True)
-        written = []
-        for prediction in predictions:
-            if not prediction.labels:
-                continue
-            kept, _, spatial, global_embedding = self.features([prediction.image])
-            columns = [self.names.index(name) for name, _ in prediction.labels]
-            with torch.no_grad():
-                maps = self.head.module.attention_maps(spatial, global_embedding, self.text[columns])  # (1, k, HW)
-            grid = self.backbone.grid
-            maps = maps[0].reshape(len(columns), grid[0], grid[1]).cpu().numpy()                    # (k, H, W)
-            path = os.path.join(out, os.path.splitext(os.path.basename(prediction.image))[0] + ".png")
-            draw_attention(prediction.image, self.backbone.input_resolution, prediction.labels, maps, path)
-            written.append(path)
-        return written
+        maps = self.head.module.attention_maps(spatial, global_embedding, self.text[columns])  # (1, k, HW)
+        grid = self.backbone.grid
+        maps = maps[0].reshape(len(columns), grid[0], grid[1]).cpu().numpy()                  # (k, H, W)
+        path = os.path.join(out, os.path.splitext(os.path.basename(prediction.image))[0] + ".png")
+        draw_attention(prediction.image, self.backbone.input_resolution, prediction.labels, maps, path)
+        return path

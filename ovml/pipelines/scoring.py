@@ -101,5 +101,10 @@ def baseline_scores(name: str, spatial: torch.Tensor, global_embedding: torch.Te
     raise ValueError(f"unknown baseline {name!r} (known: clip-ml, dense)")
 
 
+def pool_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """CLIP's pool weights (`pool/*` names) as float32 tensors on `device`."""
+    return {key: torch.from_numpy(value).float().to(device) for key, value in arrays.items()}
+
+
 def cache_pool(reader: CacheReader, device: torch.device) -> dict[str, torch.Tensor]:
-    return {key: torch.from_numpy(value).to(device) for key, value in reader.pool.items()}
+    return pool_tensors(reader.pool, device)
