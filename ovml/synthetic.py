@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from .cache.pooling import resnet_pool_global
+from .cache.schema import UNSEEN_ON_TRAINING
 from .cache.writer import CachePlan, LabelTable, UnitRows, create_cache, mark_complete, write_unit
-from .heads.baselines import clip_pool_global
+from .progress import progress as progress_bar
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def planted_pool(world: PlantedWorld, rng: np.random.Generator) -> tuple[dict, n
 def attention_pool(tokens: np.ndarray, pool: dict, heads: int) -> np.ndarray:
     """CLIP's attention pool applied to tokens (N, HW, C) -> (N, D) (float32, as CLIP computes it)."""
     as_tensors = {key: torch.from_numpy(value).float() for key, value in pool.items()}
-    return clip_pool_global(torch.from_numpy(tokens).float(), as_tensors, heads).numpy()
+    return resnet_pool_global(torch.from_numpy(tokens).float(), as_tensors, heads).numpy()
 
 
 def draw_images(world: PlantedWorld, count: int, text: np.ndarray, visual_map: np.ndarray,
@@ -114,15 +115,17 @@ def write_planted_world(path: str, world: PlantedWorld = PlantedWorld(), progres
                 "grid": [world.grid, world.grid], "channels": world.channels,
                 "embed_dim": world.embed_dim, "feature_dtype": "float16"}
     splits = {"train": world.train_images, "test": world.test_images}
-    plan = CachePlan(backbone, {"name": "planted", "root": "synthetic", "settings": settings},
+    dataset = {"name": "planted", "root": "synthetic", "settings": settings,
+               "unseen_labels_on_training_split": {"split": "train", "value": UNSEEN_ON_TRAINING}}
+    plan = CachePlan(backbone, dataset,
                      ["{}"], LabelTable(names, names, seen, text.astype(np.float32)), pool,
                      world.num_heads, splits, world.unit_rows)
     store = create_cache(path, plan)
     annotated = {"train": seen, "test": np.ones_like(seen)}
     for (split, count), stream in zip(splits.items(), streams[1:]):
         rng = np.random.default_rng(stream)
-        for unit, start in enumerate(tqdm(range(0, count, world.unit_rows), desc=f"planted {split}",
-                                          disable=not progress, leave=False)):
+        for unit, start in enumerate(progress_bar(range(0, count, world.unit_rows), desc=f"planted {split}",
+                                                  unit="unit", enabled=progress)):
             rows = min(world.unit_rows, count - start)
             tokens, present = draw_images(world, rows, text, visual_map, rng)
             spatial = tokens.astype(np.float16)

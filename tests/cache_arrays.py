@@ -54,3 +54,12 @@ def clip_attention_pool(tokens: np.ndarray, pool: dict, heads: int) -> np.ndarra
     weights /= weights.sum(-1, keepdims=True)
     pooled = (weights @ v).transpose(0, 2, 1, 3).reshape(n, c)                 # (N, C)
     return pooled @ pool["c_weight"].T + pool["c_bias"]
+
+
+def assert_cache_checks(path: str) -> None:
+    """`ovml check PATH` finds no problem (the product's own schema check)."""
+    from click.testing import CliRunner
+
+    from ovml.cli import main
+    result = CliRunner().invoke(main, ["check", path, "--json"])
+    assert result.exit_code == 0, result.output

@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ovml.heads import baselines
+from ovml.cache import pooling
+from ovml.cache.pooling import resnet_pool_global as clip_pool_global
 from ovml.heads.attention import OVMLHead, pinv_query
 from ovml.heads.base import cosine_scores, interpolate
-from ovml.heads.baselines import clip_ml_scores, clip_pool_global, dense_clip_scores
+from ovml.heads.baselines import clip_ml_scores, dense_clip_scores
 from ovml.heads.linear import LinearHead
 from ovml.heads.registry import HEADS, build_head, head_from_options
 
@@ -70,7 +71,7 @@ def test_clip_pool_global_matches_openai_attention_pool(pool, inputs, monkeypatc
     nchw = spatial.transpose(1, 2).reshape(N, C, GRID, GRID)                      # (N, C, H, W)
     with torch.no_grad():
         expected = clip_attention_pool(pool)(nchw)
-    monkeypatch.setattr(baselines, "CHUNK", 2)                                   # chunks of 2, 2, 1 images
+    monkeypatch.setattr(pooling, "CHUNK", 2)                                     # chunks of 2, 2, 1 images
     torch.testing.assert_close(clip_pool_global(spatial, pool, HEADS_N), expected, atol=1e-5, rtol=1e-5)
 
 

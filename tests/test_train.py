@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,9 +18,7 @@ from ovml.errors import UsageError
 from ovml.pipelines.runs import CheckpointError, load_tensors
 from ovml.pipelines.train import train_head
 from ovml.synthetic import PlantedWorld, write_planted_world
-from tests.cache_arrays import all_arrays, assert_same_arrays
-
-CHECKER = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tools", "check_cache.py")
+from tests.cache_arrays import all_arrays, assert_cache_checks, assert_same_arrays
 
 
 def log_of(run: str) -> list[dict]:
@@ -37,10 +33,10 @@ def eval_json(cache: str, run: str, *extra: str) -> dict:
 
 
 def test_planted_world_is_a_valid_cache_in_both_backends(planted_world, tmp_path):
-    assert subprocess.run([sys.executable, CHECKER, planted_world], capture_output=True).returncode == 0
+    assert_cache_checks(planted_world)
     world = PlantedWorld(train_images=64, test_images=64)
     as_hdf5 = write_planted_world(str(tmp_path / "w.h5"), world)
-    assert subprocess.run([sys.executable, CHECKER, as_hdf5], capture_output=True).returncode == 0
+    assert_cache_checks(as_hdf5)
     as_zarr = write_planted_world(str(tmp_path / "w.zarr"), world)
     assert_same_arrays(all_arrays(as_hdf5), all_arrays(as_zarr))  # seeded: the same world both times
 

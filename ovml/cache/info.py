@@ -27,6 +27,9 @@ def describe_cache(path: str) -> list[str]:
                          f"units {int(done.sum())}/{len(done)}")
         lines.append(f"size on disk: {reader.store.bytes_on_disk() / 1e6:.1f} MB")
         dataset = dict(reader.dataset)
+        zeroed = dataset.pop("unseen_labels_on_training_split", None)
+        if zeroed:
+            lines.append(f"unseen labels on split {zeroed['split']}: {zeroed['value']}")
         lines.append("dataset: " + json.dumps(dataset, sort_keys=True))
         return lines
     finally:

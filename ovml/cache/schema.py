@@ -8,6 +8,8 @@ POOL_KEYS = ("positional_embedding", "q_weight", "k_weight", "v_weight",
              "q_bias", "k_bias", "v_bias", "c_weight", "c_bias")
 ROW_ARRAYS = ("spatial", "global", "labels", "ids", "ok")
 LABEL_ARRAYS = ("names", "ids", "seen", "text")
+TRAINING_SPLIT = "train"  # the split training reads; its unseen columns are never annotated
+UNSEEN_ON_TRAINING = "0 (not annotated), whatever the dataset's files say: zero-shot training never sees unseen labels"
 
 
 class CacheError(RuntimeError):

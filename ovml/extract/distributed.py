@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import threading
 
-from tqdm import tqdm
 
 from ..cache import store as backends
 from ..config import ExtractConfig
+from ..progress import progress
 from .backbone import load_backbone
 from .datasets import open_dataset
 from .runner import (ExtractError, ExtractSummary, Job, adapter_options, begin, errors_path,
@@ -122,7 +122,8 @@ def run_tasks(job: Job, client, config: ExtractConfig) -> None:
             chunk = units[start:start + UNITS_PER_TASK]
             futures.append(client.submit(extract_units_task, config, split, chunk, pure=False,
                                          key=f"ovml-{split}-{chunk[0]}-{os.getpid()}"))
-    bar = tqdm(total=len(futures), desc=f"extract on {config.dask}", unit="task", disable=not job.config.progress)
+    bar = progress(total=len(futures), desc=f"extract on {config.dask}", unit="task",
+                   enabled=job.config.progress, leave=True)
     for future in as_completed(futures):
         result = future.result()
         job.summary.images += result["images"]

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..cache import store as backends
 from ..cache.writer import (CachePlan, LabelTable, UnitRows, create_cache, mark_complete,
                             open_existing, pending_units, unit_bounds)
 from ..config import ExtractConfig
+from ..progress import progress
 from .backbone import Backbone, load_backbone
 from .datasets import DatasetSource, Split, open_dataset
 from .images import ImageRows
@@ -185,7 +185,8 @@ def extract_split(config: ExtractConfig, backbone: Backbone, store: backends.Sto
         pin_memory=backbone.device.type == "cuda", prefetch_factor=4 if config.workers else None,
         persistent_workers=False)
     total = sum(len(b) for b in batches)
-    bar = tqdm(total=total, desc=f"extract {split.name}", unit="img", disable=not config.progress)
+    bar = progress(total=total, desc=f"extract {split.name}", unit="img", enabled=config.progress,
+                   leave=True)
     with UnitWriter(store, split.name, config.unit_rows, errors_file) as writer:
         assembler = UnitAssembler(split, config.unit_rows, writer)
         for row_ids, images, reasons, decode_seconds in loader:

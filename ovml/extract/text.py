@@ -6,8 +6,8 @@ from importlib import resources
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from ..progress import progress as progress_bar
 from .backbone import import_clip
 
 DEFAULT_PROMPTS = ("a photo of a {}.",)
@@ -54,7 +54,7 @@ def embed_labels(model: torch.nn.Module, names: list[str], templates: list[str],
     sums = None
     prompts = [(row, template.format(display_name(name)))
                for row, name in enumerate(names) for template in templates]
-    bar = tqdm(total=len(prompts), desc="text", unit="prompt", disable=not progress, leave=False)
+    bar = progress_bar(total=len(prompts), desc="text", unit="prompt", enabled=progress)
     for start in range(0, len(prompts), batch_size):
         block = prompts[start:start + batch_size]
         tokens = clip.tokenize([text for _, text in block], truncate=True).to(device)

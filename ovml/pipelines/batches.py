@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from ..cache.reader import CacheReader
+from ..progress import progress as progress_bar
 
 FIELDS = ("spatial", "global", "labels")
 
@@ -46,8 +46,8 @@ def trainable_rows(reader: CacheReader, split: str, columns: np.ndarray, progres
     has_positive = np.zeros_like(usable)
     r, n = reader.unit_rows(split), reader.num_rows(split)
     units = range(len(reader.units_done(split)))
-    for unit, rows in tqdm(reader.iter_units(split, units, ["labels"]), total=len(units),
-                           desc="scan labels", disable=not progress, leave=False):
+    for unit, rows in progress_bar(reader.iter_units(split, units, ["labels"]), total=len(units),
+                                   desc="scan labels", unit="unit", enabled=progress):
         has_positive[unit * r: min((unit + 1) * r, n)] = (rows["labels"][:, columns] == 1).any(axis=1)
     return usable & has_positive
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..cache.reader import CacheReader
 from ..config import EvalConfig
 from ..errors import UsageError
 from ..metrics import evaluate
+from ..progress import progress
 from .batches import BatchStream, RowSelection
 from .scoring import (HeadParts, TrainedHead, baseline_scores, batch_tensors, cache_pool, head_parts,
                       load_trained_head)
@@ -68,8 +68,8 @@ def score_split(reader: CacheReader, selection: RowSelection, columns: np.ndarra
     parts = [[] for _ in heads]
     labels = []
     stream = BatchStream(reader, selection, config.batch_size, prefetch=2)
-    for batch in tqdm(stream.epoch(seed=0, shuffle=False), total=stream.steps(), desc=desc,
-                      unit="batch", disable=not config.progress, leave=False):
+    for batch in progress(stream.epoch(seed=0, shuffle=False), total=stream.steps(), desc=desc,
+                          unit="batch", enabled=config.progress):
         spatial, global_embedding = batch_tensors(batch, device)
         for name in baselines:
             base_scores[name].append(baseline_scores(name, spatial, global_embedding, text, pool,

@@ -15,7 +15,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..cache.reader import CacheReader
 from ..config import TrainConfig, from_dict
@@ -25,6 +24,7 @@ from ..heads.losses import (ProjectionHead, hinge_ranking_loss, ranking_loss, sa
                             supervised_contrastive_loss)
 from ..heads.registry import build_head
 from ..metrics import mean_average_precision
+from ..progress import progress
 from .batches import BatchStream, carve_validation, trainable_rows
 from .runs import CHECKPOINT_FILE, HEAD_FILE, LOG_FILE, RunFolder, load_tensors, save_tensors
 from .scoring import batch_tensors, cache_pool
@@ -104,8 +104,8 @@ class Trainer:
         self.head.train()
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
         sums, steps, images, started = {"loss": 0.0}, 0, 0, time.perf_counter()
-        bar = tqdm(total=self.stream.steps(), desc=f"epoch {epoch}", unit="batch",
-                   disable=not self.config.progress, leave=False)
+        bar = progress(total=self.stream.steps(), desc=f"epoch {epoch}", unit="batch",
+                       enabled=self.config.progress)
         for batch in self.stream.epoch(seed=self.config.seed * 1000 + epoch):
             loss, parts = self.loss(batch, generator)
             self.optimizer.zero_grad(set_to_none=True)

@@ -11,6 +11,8 @@ from typing import Callable
 
 import numpy as np
 
+from ...cache.schema import TRAINING_SPLIT, UNSEEN_ON_TRAINING
+
 
 class DatasetError(ValueError):
     """Malformed dataset files; the message names the file, the line and the problem."""
@@ -87,6 +89,23 @@ class SparseSplit(Split):
 
 
 @dataclass
+class SeenOnlySplit(Split):
+    """A split whose unseen columns are all 0 (not annotated): what the training split must be."""
+
+    inner: Split
+    seen: np.ndarray          # (L,) bool
+
+    def __post_init__(self):
+        self.name, self.ids, self.paths = self.inner.name, self.inner.ids, self.inner.paths
+        self.file_check = self.inner.file_check
+
+    def labels(self, start, stop):
+        block = np.array(self.inner.labels(start, stop), dtype=np.int8)
+        block[:, ~self.seen] = 0
+        return block
+
+
+@dataclass
 class DatasetSource:
     """An opened dataset: vocabulary, splits, and what the adapter read (for the cache attrs)."""
 
@@ -96,6 +115,14 @@ class DatasetSource:
     splits: dict[str, Split]
     attrs: dict = field(default_factory=dict)  # files read, counts per split, adapter version
 
+    def __post_init__(self):
+        """Every adapter's training split loses its unseen annotations here, so no adapter (and no
+        later code path) can hand them to training."""
+        training = self.splits.get(TRAINING_SPLIT)
+        if training is not None and not isinstance(training, SeenOnlySplit):
+            self.splits[TRAINING_SPLIT] = SeenOnlySplit(inner=training, seen=np.asarray(self.vocabulary.seen))
+
     def describe(self) -> dict:
         """The cache's `dataset` root attribute."""
-        return {"name": self.name, "root": os.path.abspath(self.root), **self.attrs}
+        return {"name": self.name, "root": os.path.abspath(self.root), **self.attrs,
+                "unseen_labels_on_training_split": {"split": TRAINING_SPLIT, "value": UNSEEN_ON_TRAINING}}

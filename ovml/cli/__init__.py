@@ -1,0 +1,28 @@
+"""The `ovml` command line: thin commands that validate options, build a config, call one library
+function. One module per command group; this one assembles them."""
+from __future__ import annotations
+
+import click
+
+from .cache import add_labels, check, info
+from .demo import demo
+from .evaluate import eval_command
+from .extract import extract
+from .predict import predict
+from .train import train_head
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ovml")
+def main() -> None:
+    """Open-vocabulary multi-label classification with CLIP over a feature cache.
+
+    extract runs CLIP's image tower once into a cache; train-head, eval, predict and add-labels
+    never run it again.
+    """
+
+
+for command in (extract, info, check, train_head, eval_command, predict, add_labels, demo):
+    main.add_command(command)
+
+__all__ = ["main"]

@@ -1,0 +1,52 @@
+"""What every command shares: one-line errors, the device options, list parsing."""
+from __future__ import annotations
+
+import functools
+
+import click
+
+
+def user_errors(command):
+    """Turn the library's expected failures into one-line errors (exit status 1)."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from ..cache.schema import CacheError
+        from ..errors import UsageError
+        from ..extract.backbone import BackboneError
+        from ..extract.datasets import DatasetError
+        from ..extract.runner import ExtractError
+        from ..extract.text import PromptError
+        try:
+            return command(*args, **kwargs)
+        except (CacheError, BackboneError, DatasetError, ExtractError, PromptError, UsageError) as err:
+            raise click.ClickException(str(err)) from err
+        except OSError as err:
+            where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+            raise click.ClickException(f"{where}{err.strerror or err}") from err
+    return wrapper
+
+
+def device_options(command):
+    """`--gpu N` and `--device cpu|cuda:N` (resolved with `resolve_device`)."""
+    command = click.option("--device", default=None, help="torch device: cpu or cuda:N (default cpu).")(command)
+    return click.option("--gpu", type=int, default=None, help="Use cuda:N.")(command)
+
+
+def resolve_device(gpu: int | None, device: str | None) -> str:
+    """The torch device named by `--gpu` or `--device` (cpu when neither is given)."""
+    if gpu is not None and device is not None:
+        raise click.UsageError("give --gpu or --device, not both")
+    return f"cuda:{gpu}" if gpu is not None else (device or "cpu")
+
+
+def split_list(value: str | None) -> tuple[str, ...] | None:
+    """'a, b' -> ('a', 'b'); None or '' -> None."""
+    return tuple(part.strip() for part in value.split(",") if part.strip()) if value else None
+
+
+def parse_floats(value: str, option: str) -> tuple[float, ...]:
+    """'0,0.5' -> (0.0, 0.5), or a usage error naming `option`."""
+    try:
+        return tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {value!r}", param_hint=option) from None

@@ -1,0 +1,68 @@
+"""`ovml eval`: ZSL / GZSL scores with LESA's protocol."""
+from __future__ import annotations
+
+import os
+
+import click
+
+from .common import device_options, parse_floats, resolve_device, user_errors
+
+
+def parse_alphas(alpha: str) -> tuple[tuple[float, ...], bool]:
+    """'0,0.5,auto' -> ((0.0, 0.5), True); every number must lie in [0, 1]."""
+    parts = [part.strip() for part in alpha.split(",") if part.strip()]
+    alphas = parse_floats(",".join(p for p in parts if p != "auto"), "--alpha")
+    if any(not 0 <= a <= 1 for a in alphas):
+        raise click.BadParameter("alpha must lie in [0, 1]", param_hint="--alpha")
+    return alphas, "auto" in parts
+
+
+@click.command("eval")
+@click.option("--cache", default=None, help="Cache path [default: the only cache under cache/].")
+@click.option("--head", "heads", multiple=True,
+              help="Run folder of a trained head (repeatable) [default: newest run under runs/ on this cache].")
+@click.option("--split", type=click.Choice(["unseen", "all", "seen"]), default="unseen", show_default=True,
+              help="unseen: ZSL; all: GZSL; seen: seen labels only.")
+@click.option("--alpha", default="0,auto", show_default=True,
+              help="Interpolation weight(s) with CLIP's global feature: A, A,B,..., and/or auto.")
+@click.option("--k", "ks", default=None, help="Top-K list [default: 3,5; 10,20 above 5,000 labels].")
+@click.option("--baselines", default="clip-ml,dense", show_default=True, help="Training-free rows, or 'none'.")
+@click.option("--dense-top-k", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--out", default=None, help="Folder for metrics.json, report.md, plots [default: runs/eval-<cache>-<split>].")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
+@click.option("--image-split", default="test", show_default=True, help="Cache split holding the test images.")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@device_options
+@click.option("--allow-partial", is_flag=True, help="Evaluate the finished units of an incomplete cache.")
+@user_errors
+def eval_command(cache, heads, split, alpha, ks, baselines, dense_top_k, out, as_json, image_split, batch_size,
+                 gpu, device, allow_partial) -> None:
+    """Score ZSL/GZSL with LESA's protocol: CLIP-ML, dense CLIP and trained heads at each alpha."""
+    import json
+    from ..config import EvalConfig
+    from ..pipelines.evaluate import evaluate_cache
+    from ..pipelines.locate import cache_stem, newest_run_for, only_cache
+    from ..pipelines.report import table, write_report
+    cache = cache or only_cache()
+    alphas, auto = parse_alphas(alpha)
+    if not heads:
+        newest = newest_run_for(cache)
+        heads = (newest,) if newest else ()
+        if not as_json:
+            click.echo(f"head: {newest} (newest run on this cache)" if newest else
+                       "no trained head found for this cache under runs/: baselines only")
+    config = EvalConfig(cache=cache, heads=tuple(heads), split=split, alphas=alphas, alpha_auto=auto,
+                        ks=tuple(int(k) for k in parse_floats(ks, "--k")) if ks else None,
+                        baselines=() if baselines == "none" else tuple(b.strip() for b in baselines.split(",")),
+                        out=out, device=resolve_device(gpu, device), image_split=image_split,
+                        batch_size=batch_size, dense_top_k=dense_top_k, allow_partial=allow_partial,
+                        progress=not as_json)
+    evaluation = evaluate_cache(config)
+    out = out or os.path.join("runs", f"eval-{cache_stem(cache)}-{split}")
+    written = write_report(evaluation, out)
+    if as_json:
+        click.echo(json.dumps(evaluation.summary, indent=2))
+        return
+    for line in table(evaluation.summary) + [""] + evaluation.summary["notes"]:
+        click.echo(line)
+    click.echo(f"wrote {', '.join(written)}")

@@ -1,0 +1,72 @@
+"""`ovml extract`: CLIP's image tower once over a dataset, into the cache."""
+from __future__ import annotations
+
+import os
+
+import click
+
+from .common import device_options, resolve_device, split_list, user_errors
+
+SHORT_NAMES = {"nuswide": "nus", "openimages": "oi", "coco": "coco"}
+
+
+def default_out(dataset: str, root: str) -> str:
+    """`cache/<short>.zarr`: nus, oi, coco, or the folder's name."""
+    return os.path.join("cache", SHORT_NAMES.get(dataset, os.path.basename(os.path.abspath(root))) + ".zarr")
+
+
+@click.command()
+@click.option("--dataset", type=click.Choice(["folder", "nuswide", "openimages", "coco"]), required=True,
+              help="Dataset adapter (file formats in the README).")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Dataset root [default: $OVML_DATA/<dataset> or data/<dataset>].")
+@click.option("--out", default=None,
+              help="Cache path, *.zarr (default) or *.h5 [default: cache/<short>.zarr]; Zarr takes fsspec URLs.")
+@click.option("--model", default="RN50", show_default=True,
+              help="CLIP ResNet name (RN50, RN101, RN50x4, RN50x16, RN50x64) or a local weights file.")
+@device_options
+@click.option("--splits", default=None, help="Comma-separated splits [default: all].")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Image decode processes.")
+@click.option("--unit-rows", type=click.IntRange(1), default=64, show_default=True,
+              help="Rows per chunk and work unit (resume granularity).")
+@click.option("--prompts", default=None, help="'imagenet80' or a file with one template per line "
+              "[default: 'a photo of a {}.'].")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images of each split.")
+@click.option("--dask", default=None, help="local:N (N worker processes) or tcp://HOST:PORT.")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable image.")
+@click.option("--overwrite", is_flag=True, help="Replace a cache made by another model or dataset.")
+@click.option("--download-root", default=None, help="Where named models are kept [$OVML_CLIP_CACHE].")
+@click.option("--images", default=None, help="Image folder, where not under the adapter's default place.")
+@click.option("--unseen", default=None, help="coco: file of unseen label names [default: the 65/15 split].")
+@click.option("--placeholder", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="nuswide: Flickr's placeholder image; identical files are skipped (files <= 4000 bytes always are).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="torch CPU threads [default: torch's; Dask workers get the coordinator's].")
+@user_errors
+def extract(dataset, root, out, model, gpu, device, splits, batch_size, workers, unit_rows, prompts,
+            limit, dask, strict, overwrite, download_root, images, unseen, placeholder, threads) -> None:
+    """Run CLIP's image tower once and write X', CLIP's global feature, labels and text to a cache.
+
+    Re-running the same command resumes an interrupted extraction. On CUDA (--gpu N) the model
+    runs in fp16, as clip does.
+    """
+    from ..config import ExtractConfig
+    from ..extract.runner import run_extraction
+    root = root or os.path.join(os.environ.get("OVML_DATA", "data"), dataset)
+    out = out or default_out(dataset, root)
+    if dask and out.endswith((".h5", ".hdf5")):
+        raise click.UsageError("--dask needs a Zarr store: HDF5 has a single writer, so workers cannot "
+                               "write their units into it concurrently")
+    config = ExtractConfig(dataset=dataset, root=root, out=out, model=model, device=resolve_device(gpu, device),
+                           splits=split_list(splits), batch_size=batch_size, workers=workers,
+                           unit_rows=unit_rows, prompts=prompts, limit=limit, dask=dask, strict=strict,
+                           overwrite=overwrite, download_root=download_root, images=images, unseen=unseen,
+                           placeholder=placeholder, threads=threads)
+    if dask:
+        from ..extract.distributed import run_distributed
+        summary = run_distributed(config)
+    else:
+        summary = run_extraction(config)
+    for line in summary.lines():
+        click.echo(line)
