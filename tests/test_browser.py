@@ -1,6 +1,7 @@
 """The page of `ovml serve` in a real browser: headless Chromium loads it, a file is picked, labels
-are typed, and the ranked list and the attention maps appear. Skipped where Chromium is not
-installed (`.ci/run` installs Debian's `chromium`, so CI runs it)."""
+are typed, and the ranked list and the attention maps appear; then the alpha slider, a suggested
+label and a dropped image. Skipped where Chromium is not installed (`.ci/run` installs Debian's
+`chromium`, so CI runs it)."""
 from __future__ import annotations
 
 import http.client
@@ -81,6 +82,19 @@ PIXEL_SPREAD = """(() => { const c = document.querySelector('canvas.attention');
   return high - low; })()"""
 
 
+DROP = """const canvas = document.createElement('canvas'); canvas.width = 64; canvas.height = 48;
+  canvas.getContext('2d').fillRect(8, 8, 30, 20);
+  canvas.toBlob((blob) => { const files = new DataTransfer();
+    files.items.add(new File([blob], 'dropped.png', {type: 'image/png'}));
+    document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: files, bubbles: true,
+                                                                         cancelable: true})); });"""
+
+
+def act(browser: Chromium, script: str) -> None:
+    """Run a user action in the page after marking it 'waiting', so that a wait for 'done' waits for its answer."""
+    browser.evaluate(f"(() => {{ document.body.dataset.state = 'waiting'; {script} }})()")
+
+
 def test_the_page_tags_an_uploaded_image_in_chromium(tiny_run, tmp_path):
     image = draw_scene(str(tmp_path / "scene.png"))
     server, url = start_server(tiny_run["run"], str(tmp_path / "serve.log"))
@@ -103,12 +117,17 @@ def test_the_page_tags_an_uploaded_image_in_chromium(tiny_run, tmp_path):
             screenshot = browser.screenshot(str(tmp_path / "serve.png"))
             if os.environ.get("OVML_SCREENSHOT"):  # `OVML_SCREENSHOT=docs/serve.png pytest tests/test_browser.py`
                 shutil.copyfile(screenshot, os.environ["OVML_SCREENSHOT"])
-            browser.evaluate("(() => { const a = document.getElementById('alpha'); a.value = '1'; "
-                             "a.dispatchEvent(new Event('input')); })()")
-            browser.wait_for("document.body.dataset.state === 'done' && "
-                             "document.getElementById('status').textContent.includes('alpha 1.00')", timeout=60,
-                             what="the ranking at alpha 1")
+            act(browser, "const a = document.getElementById('alpha'); a.value = '1'; a.dispatchEvent(new Event('input'));")
+            browser.wait_for("document.body.dataset.state === 'done'", timeout=60, what="the ranking at alpha 1")
+            assert "alpha 1.00" in browser.evaluate("document.getElementById('status').textContent")
             assert browser.evaluate(RANKED) != ranked
+            act(browser, "document.querySelector('#suggestions button').click();")   # adds green_disc
+            browser.wait_for(f"document.body.dataset.state === 'done' && {DRAWN} === {len(LABELS) + 1}", timeout=60,
+                             what="a suggested label added")
+            assert "green_disc" in [name for name, _ in browser.evaluate(RANKED)]
+            act(browser, DROP)
+            browser.wait_for("document.body.dataset.state === 'done'", timeout=60, what="a dropped image tagged")
+            assert browser.evaluate("state.file.name") == "dropped.png" and browser.evaluate(DRAWN) == len(LABELS) + 1
         assert os.path.getsize(screenshot) > 20_000
     finally:
         server.terminate()
