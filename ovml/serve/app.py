@@ -14,6 +14,7 @@ import base64
 import io
 import json
 import os
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -33,7 +34,7 @@ def static_file(name: str) -> bytes | None:
     """A file of ovml/serve/static, or None (names are plain file names: no folders, no '..')."""
     if not name or "/" in name or "\\" in name or name.startswith("."):
         return None
-    path = resources.files("ovml.serve").joinpath("static", name)
+    path = resources.files("ovml.serve").joinpath("static").joinpath(name)
     return path.read_bytes() if path.is_file() else None
 
 
@@ -43,6 +44,8 @@ class TaggingServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], tagger, log: Callable[[str], None] | None = None):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, TaggingHandler)
         self.tagger = tagger
         self.lock = threading.Lock()
@@ -54,7 +57,7 @@ class TaggingServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def number(fields: dict[str, FormField], name: str, kind: type, default, low, high):
