@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from .config import EvalConfig, TrainConfig
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .cache.reader import CacheReader
     from .pipelines.evaluate import Evaluation
     from .pipelines.predict import Predictor

@@ -118,8 +118,8 @@ def test_the_tagger_scores_as_ovml_predict_does(tiny_run, tmp_path):
 
 
 def test_import_ovml_is_cheap_and_documented():
-    code = ("import sys, ovml, ovml.cli; ovml.TrainConfig; ovml.EvalConfig; "
-            "print(sorted(m for m in ('torch', 'dask', 'clip', 'zarr', 'h5py') if m in sys.modules))")
+    code = ("import sys, ovml, ovml.cli; ovml.TrainConfig, ovml.EvalConfig, ovml.open_cache, ovml.load_tagger; "
+            "print(sorted(m for m in ('torch', 'dask', 'clip', 'zarr', 'h5py', 'numpy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=ROOT))
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
