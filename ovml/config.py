@@ -44,13 +44,23 @@ class TrainConfig:
     head: str = "ovml"                   # registered head name: ovml, linear
     epochs: int = 10                     # passes over the training rows
     batch_size: int = 64                 # images per step
-    lr: float = 2e-4                     # one-cycle maximum learning rate (the paper's)
+    lr: float | str = "auto"             # one-cycle maximum learning rate; "auto": a range test picks it
+                                         # (the paper's is 2e-4)
+    lr_range_steps: int = 100            # steps of the range test behind lr "auto"
     weight_decay: float = 0.0            # Adam weight decay
     contrastive_weight: float = 1.0      # lambda on the supervised contrastive loss (0: ablation)
     tau: float = 0.2                     # contrastive temperature
-    logit_scale: float = 100.0           # scores are cosines times this in the losses (CLIP's 100)
+    logit_scale: float | str = "auto"    # cosine scores times this in the losses; "auto": learnable,
+                                         # started where the untrained head's logits spread by 2 (paper: 100)
     rank_loss: str = "softplus"          # softplus (OVML, Fast0Tag) or hinge (LESA/BiAM)
-    q_init: str = "random"               # F_q initialisation: random or pinv
+    q_init: str = "dense"                # F_q initialisation: dense (attention starts as dense CLIP's
+                                         # similarity), random (the paper's) or pinv
+    attention_scales: tuple[float, ...] = (1.0, 64.0)  # sharpness levels mixed per label (empty: the
+                                         # paper's single softmax)
+    attention_top_k: int = 3             # also mixed per label: an even look at the k best locations (0: none)
+    frozen: tuple[str, ...] = ("v_proj", "c_proj")  # head modules kept as CLIP made them: its values and
+                                         # output projection, i.e. the joint space unseen labels are read in
+    attention_heads: int | None = 1      # attention heads of the OVML head (None: the pool's, the paper's)
     negatives: int | None = None         # sample this many negative labels per batch (None: all)
     val_fraction: float = 0.05           # training rows held out for per-epoch seen-label mAP
     pseudo_unseen: float = 0.0           # seen labels held out of training, for `eval --alpha auto`
@@ -62,6 +72,12 @@ class TrainConfig:
     prefetch: int = 2                    # chunks read ahead in a background thread
     allow_partial: bool = False          # train on the finished units of an incomplete cache
     progress: bool = True                # show progress bars
+
+
+# The paper's head and training settings (Dao et al.: F_q random, one-cycle max LR 2e-4, CLIP's
+# logit scale 100), for reproducing its rows; `train-head --paper` applies them.
+PAPER_SETTINGS = {"lr": 2e-4, "logit_scale": 100.0, "q_init": "random", "attention_scales": (),
+                  "attention_top_k": 0, "attention_heads": None, "frozen": ()}
 
 
 @dataclass(frozen=True)

@@ -38,18 +38,60 @@ class PlantedWorld:
     small_objects: tuple = (1, 3)     # how many small objects
     small_cells: tuple = (1, 2)       # cells of each small object
     amplitude: tuple = (0.8, 1.2)     # an object adds amp * 2 * P t_j to its cells
+    big_objects: int = 1              # big objects per image (drawn, like the small ones, from object labels)
+    scene_fraction: float = 0.0       # share of the labels that are scenes: weak, on most cells
+    scenes_per_image: tuple = (1, 2)  # scenes present per image (in a world that has scene labels)
+    scene_cover: tuple = (0.5, 0.9)   # fraction of the cells a scene covers
+    scene_amplitude: tuple = (0.2, 0.35)  # a scene adds amp * 2 * P t_j to its cells
+    kind_signal: float = 2.0          # latent coordinate z_j[0] = +s for objects, -s for scenes (with
+                                      # scene labels only): a label's kind is readable from its text
+    scatter_unseen: bool = False      # unseen columns at seeded random places instead of the last U
     positional_std: float = 0.05      # std of the pool's positional embedding
     unit_rows: int = 64               # rows per chunk / work unit
     seed: int = 0
 
 
-def text_embeddings(world: PlantedWorld, rng: np.random.Generator) -> np.ndarray:
-    """(L, D) t_j = normalise(z_j B): low-rank, L2-normalised."""
+# Named world shapes (benchmarks/planted_table.py runs them all; `ovml demo` shows "mixed").
+# Unseen columns are scattered among the seen ones; 3,000 training and 1,000 test images.
+WORLDS = {
+    # objects only: one big object and 1-3 small ones per image (dense CLIP's home ground)
+    "objects": PlantedWorld(seen=60, unseen=15, train_images=3000, test_images=1000, scatter_unseen=True),
+    # half scenes (weak, on most cells: CLIP's global feature finds them), half small objects
+    # (strong, on 1-3 cells: dense CLIP finds them); neither baseline serves both kinds
+    "mixed": PlantedWorld(seen=48, unseen=12, train_images=3000, test_images=1000, scatter_unseen=True,
+                          big_objects=0, scene_fraction=0.5, small_cells=(1, 3)),
+    # another shape: 150 labels, 30% scenes, wider features (C = 256, D = 96), 8 x 8 grid, 8 pool heads
+    "wide": PlantedWorld(seen=120, unseen=30, train_images=3000, test_images=1000, scatter_unseen=True,
+                         channels=256, embed_dim=96, rank=24, grid=8, num_heads=8, scene_fraction=0.3,
+                         big_cells=(8, 16)),
+}
+
+
+def text_embeddings(world: PlantedWorld, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(L, D) t_j = normalise(z_j B), low-rank and L2-normalised, and which labels are scenes (L,).
+
+    In a world with scene labels the first latent coordinate carries the kind (+s object,
+    -s scene), so what is learnt about kinds on seen labels transfers to unseen ones.
+    """
     labels = world.seen + world.unseen
     latent = rng.standard_normal((labels, world.rank))                        # (L, r)
     basis = rng.standard_normal((world.rank, world.embed_dim))                # (r, D)
+    is_scene = np.zeros(labels, dtype=bool)
+    if world.scene_fraction > 0:
+        is_scene[rng.permutation(labels)[:round(labels * world.scene_fraction)]] = True
+        latent[:, 0] = np.where(is_scene, -world.kind_signal, world.kind_signal)
     text = latent @ basis
-    return text / np.linalg.norm(text, axis=1, keepdims=True)
+    return text / np.linalg.norm(text, axis=1, keepdims=True), is_scene
+
+
+def seen_columns(world: PlantedWorld, rng: np.random.Generator) -> np.ndarray:
+    """(L,) bool: the first S labels, or S labels at seeded random places (`scatter_unseen`)."""
+    labels = world.seen + world.unseen
+    if not world.scatter_unseen:
+        return np.arange(labels) < world.seen
+    seen = np.zeros(labels, dtype=bool)
+    seen[rng.permutation(labels)[:world.seen]] = True
+    return seen
 
 
 def planted_pool(world: PlantedWorld, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
@@ -71,18 +113,23 @@ def attention_pool(tokens: np.ndarray, pool: dict, heads: int) -> np.ndarray:
     return resnet_pool_global(torch.from_numpy(tokens).float(), as_tensors, heads).numpy()
 
 
-def draw_images(world: PlantedWorld, count: int, text: np.ndarray, visual_map: np.ndarray,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Tokens (n, HW, C) and the presence matrix (n, L) bool of `count` images."""
+def draw_images(world: PlantedWorld, count: int, text: np.ndarray, is_scene: np.ndarray,
+                visual_map: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens (n, HW, C) and the presence matrix (n, L) bool of `count` images.
+
+    Objects (big ones of `big_cells`, small ones of `small_cells`) add a strong signal to few
+    cells; scenes add a weak one to most cells.
+    """
     hw, labels = world.grid ** 2, len(text)
+    objects, scenes = np.flatnonzero(~is_scene), np.flatnonzero(is_scene)
     directions = 2.0 * text @ visual_map.T                                    # (L, C): 2 P t_j
     clutter = rng.normal(0, world.clutter, (count, hw, world.embed_dim)) @ visual_map.T
     tokens = rng.normal(0, world.noise, (count, hw, world.channels)) + clutter  # (n, HW, C)
     present = np.zeros((count, labels), dtype=bool)
     for image in range(count):
         smalls = rng.integers(world.small_objects[0], world.small_objects[1] + 1)
-        classes = rng.choice(labels, size=1 + smalls, replace=False)
-        sizes = [rng.integers(world.big_cells[0], world.big_cells[1] + 1)]
+        classes = rng.choice(objects, size=world.big_objects + smalls, replace=False)
+        sizes = [rng.integers(world.big_cells[0], world.big_cells[1] + 1) for _ in range(world.big_objects)]
         sizes += list(rng.integers(world.small_cells[0], world.small_cells[1] + 1, size=smalls))
         cells = rng.permutation(hw)
         start = 0
@@ -91,7 +138,22 @@ def draw_images(world: PlantedWorld, count: int, text: np.ndarray, visual_map: n
             tokens[image, cells[start:start + size]] += amplitude * directions[label]
             start += size
         present[image, classes] = True
+        if len(scenes):
+            present[image] |= add_scenes(world, tokens[image], scenes, directions, rng)
     return tokens, present
+
+
+def add_scenes(world: PlantedWorld, tokens: np.ndarray, scenes: np.ndarray, directions: np.ndarray,
+               rng: np.random.Generator) -> np.ndarray:
+    """Add the scenes of one image to its tokens (HW, C) in place; returns its (L,) scene presence."""
+    hw = len(tokens)
+    count = rng.integers(world.scenes_per_image[0], world.scenes_per_image[1] + 1)
+    present = np.zeros(len(directions), dtype=bool)
+    for label in rng.choice(scenes, size=min(count, len(scenes)), replace=False):
+        cells = rng.permutation(hw)[:max(1, round(rng.uniform(*world.scene_cover) * hw))]
+        tokens[cells] += rng.uniform(*world.scene_amplitude) * directions[label]
+        present[label] = True
+    return present
 
 
 def label_rows(present: np.ndarray, annotated: np.ndarray) -> np.ndarray:
@@ -105,17 +167,19 @@ def write_planted_world(path: str, world: PlantedWorld = PlantedWorld(), progres
     """Generate the world and write it as a complete schema-v1 cache at `path` (.zarr or .h5)."""
     streams = np.random.SeedSequence(world.seed).spawn(3)
     structure = np.random.default_rng(streams[0])
-    text = text_embeddings(world, structure)
+    text, is_scene = text_embeddings(world, structure)
     pool, visual_map = planted_pool(world, structure)
-    seen = np.arange(world.seen + world.unseen) < world.seen
-    names = [f"{'seen' if s else 'unseen'}_{j:03d}" for j, s in enumerate(seen)]
+    seen = seen_columns(world, structure)
+    kinds = ["scene" if scene else "object" for scene in is_scene]
+    names = [(f"{kind}_" if is_scene.any() else "") + f"{'seen' if s else 'unseen'}_{j:03d}"
+             for j, (s, kind) in enumerate(zip(seen, kinds))]
     settings = asdict(world)
     digest = hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()
     backbone = {"name": "planted-world", "weights_sha256": digest, "input_resolution": 0,
                 "grid": [world.grid, world.grid], "channels": world.channels,
                 "embed_dim": world.embed_dim, "feature_dtype": "float16"}
     splits = {"train": world.train_images, "test": world.test_images}
-    dataset = {"name": "planted", "root": "synthetic", "settings": settings,
+    dataset = {"name": "planted", "root": "synthetic", "settings": settings, "label_kinds": kinds,
                "unseen_labels_on_training_split": {"split": "train", "value": UNSEEN_ON_TRAINING}}
     plan = CachePlan(backbone, dataset,
                      ["{}"], LabelTable(names, names, seen, text.astype(np.float32)), pool,
@@ -127,7 +191,7 @@ def write_planted_world(path: str, world: PlantedWorld = PlantedWorld(), progres
         for unit, start in enumerate(progress_bar(range(0, count, world.unit_rows), desc=f"planted {split}",
                                                   unit="unit", enabled=progress)):
             rows = min(world.unit_rows, count - start)
-            tokens, present = draw_images(world, rows, text, visual_map, rng)
+            tokens, present = draw_images(world, rows, text, is_scene, visual_map, rng)
             spatial = tokens.astype(np.float16)
             global_embedding = attention_pool(spatial.astype(np.float32), pool, world.num_heads)
             write_unit(store, split, unit, world.unit_rows,

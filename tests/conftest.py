@@ -80,13 +80,13 @@ def small_world(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def trained_run(planted_world, tmp_path_factory) -> str:
-    """An OVML head trained on the planted world through the CLI (the demo's settings)."""
+    """An OVML head trained on the planted world through the CLI with the defaults."""
     from click.testing import CliRunner
 
     from ovml.cli import main
     out = str(tmp_path_factory.mktemp("runs") / "planted-ovml")
     result = CliRunner().invoke(main, ["train-head", "--cache", planted_world, "--out", out, "--epochs", "10",
-                                       "--lr", "1e-2", "--logit-scale", "20", "--pseudo-unseen", "0.1"])
+                                       "--pseudo-unseen", "0.1"])
     assert result.exit_code == 0, result.output
     return out
 

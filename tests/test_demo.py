@@ -14,8 +14,9 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     assert "SYNTHETIC planted world" in result.output and "ovml extract --dataset nuswide" in result.output
     assert "ZSL (unseen labels)" in result.output and "GZSL (all labels)" in result.output
+    assert "ZSL by kind of label" in result.output and "| dense |" in result.output
     for split in ("unseen", "all"):
         for name in ("metrics.json", "report.md", "alpha_sweep.png", "per_label_ap.png", "pr_curves.png"):
             assert os.path.getsize(os.path.join(out, f"eval-{split}", name)) > 0
-    for run in ("ovml", "ovml-no-contrastive"):
+    for run in ("ovml", "ovml-paper"):
         assert os.path.exists(os.path.join(out, run, "head.pt"))

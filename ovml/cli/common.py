@@ -50,3 +50,68 @@ def parse_floats(value: str, option: str) -> tuple[float, ...]:
         return tuple(float(part) for part in value.split(",") if part.strip())
     except ValueError:
         raise click.BadParameter(f"expected numbers separated by commas, got {value!r}", param_hint=option) from None
+
+
+class AutoOrFloat(click.ParamType):
+    """A number, or the word 'auto'."""
+
+    name = "auto|number"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"expected a number or 'auto', got {value!r}", param, ctx)
+
+
+AUTO_OR_FLOAT = AutoOrFloat()
+
+
+class Scales(click.ParamType):
+    """Positive numbers separated by commas, or 'none' (an empty tuple)."""
+
+    name = "b1,b2,...|none"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        if value.strip().lower() == "none":
+            return ()
+        try:
+            scales = tuple(float(part) for part in value.split(",") if part.strip())
+        except ValueError:
+            self.fail(f"expected numbers separated by commas or 'none', got {value!r}", param, ctx)
+        if not scales or any(scale <= 0 for scale in scales):
+            self.fail(f"scales must be positive numbers, got {value!r}", param, ctx)
+        return scales
+
+
+class HeadsOrPool(click.ParamType):
+    """A positive number of attention heads, or 'pool' (None: CLIP's pool's own count)."""
+
+    name = "n|pool"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        if value == "pool":
+            return None
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+        self.fail(f"expected a positive number or 'pool', got {value!r}", param, ctx)
+
+
+class Names(click.ParamType):
+    """Names separated by commas, or 'none' (an empty tuple)."""
+
+    name = "a,b,...|none"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        return () if value.strip().lower() == "none" else tuple(p.strip() for p in value.split(",") if p.strip())
+
+
+SCALES, HEADS_OR_POOL, NAMES = Scales(), HeadsOrPool(), Names()

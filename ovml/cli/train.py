@@ -5,7 +5,7 @@ import os
 
 import click
 
-from .common import device_options, resolve_device, user_errors
+from .common import AUTO_OR_FLOAT, HEADS_OR_POOL, NAMES, SCALES, device_options, resolve_device, user_errors
 
 
 @click.command("train-head")
@@ -14,17 +14,37 @@ from .common import device_options, resolve_device, user_errors
 @click.option("--head", "head_name", type=click.Choice(["ovml", "linear"]), default="ovml", show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--lr", type=float, default=2e-4, show_default=True, help="One-cycle maximum learning rate.")
+@click.option("--lr", type=AUTO_OR_FLOAT, default="auto", show_default=True,
+              help="One-cycle maximum learning rate, or 'auto': a seeded range test picks it (curve in the run "
+                   "folder). The paper's is 2e-4.")
+@click.option("--lr-range-steps", type=click.IntRange(2), default=100, show_default=True,
+              help="Steps of the range test behind --lr auto.")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--contrastive-weight", type=float, default=1.0, show_default=True,
               help="lambda on the supervised contrastive loss.")
 @click.option("--no-contrastive", is_flag=True, help="Ranking loss only (the paper's ablation).")
 @click.option("--tau", type=float, default=0.2, show_default=True, help="Contrastive temperature.")
-@click.option("--logit-scale", type=float, default=100.0, show_default=True,
-              help="Cosine scores are multiplied by this in the losses (CLIP's 100).")
+@click.option("--logit-scale", type=AUTO_OR_FLOAT, default="auto", show_default=True,
+              help="Cosine scores are multiplied by this in the losses; 'auto': learnable, started where the "
+                   "untrained head's logits spread by 2 over an image's labels. The paper's is CLIP's 100.")
 @click.option("--rank-loss", type=click.Choice(["softplus", "hinge"]), default="softplus", show_default=True,
               help="softplus: OVML's log(1+exp); hinge: LESA/BiAM's margin-1 hinge.")
-@click.option("--q-init", type=click.Choice(["random", "pinv"]), default="random", show_default=True)
+@click.option("--q-init", type=click.Choice(["dense", "random", "pinv"]), default="dense", show_default=True,
+              help="F_q's start: dense (attention starts as dense CLIP's similarity), random (the paper's), pinv.")
+@click.option("--attention-scales", type=SCALES, default="1,64", show_default=True,
+              help="Sharpness levels at which every label attends, mixed per label by weights read from its "
+                   "text (not in the paper); 'none': the paper's single softmax.")
+@click.option("--attention-top-k", type=click.IntRange(0), default=3, show_default=True,
+              help="Also mixed per label: an even look at the k best locations, as dense CLIP takes (0: none).")
+@click.option("--freeze", "frozen", type=NAMES, default="v_proj,c_proj", show_default=True,
+              help="Head modules kept as CLIP made them ('none': train everything, the paper's); by default "
+                   "the values and output projection, the joint space unseen labels are read in.")
+@click.option("--attention-heads", type=HEADS_OR_POOL, default="1", show_default=True,
+              help="Attention heads of the OVML head, or 'pool': as many as CLIP's pool (the paper's).")
+@click.option("--paper", is_flag=True,
+              help="The paper's head and settings: --lr 2e-4 --logit-scale 100 --q-init random "
+                   "--attention-scales none --attention-top-k 0 --attention-heads pool --freeze none "
+                   "(other flags may not contradict it).")
 @click.option("--negatives", type=click.IntRange(1), default=None,
               help="Sample K negative labels per batch (all positives kept) for large vocabularies.")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.05, show_default=True,
@@ -41,21 +61,38 @@ from .common import device_options, resolve_device, user_errors
 @click.option("--resume", is_flag=True, help="Continue from the run's last epoch checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @user_errors
-def train_head(cache, out, head_name, epochs, batch_size, lr, weight_decay, contrastive_weight, no_contrastive,
-               tau, logit_scale, rank_loss, q_init, negatives, val_fraction, pseudo_unseen, seed, gpu, device,
-               in_memory, shuffle_buffer, split, allow_partial, resume, overwrite) -> None:
-    """Train a head on the cache's seen labels (the backbone never runs)."""
-    from ..config import TrainConfig
+def train_head(cache, out, head_name, epochs, batch_size, lr, lr_range_steps, weight_decay, contrastive_weight,
+               no_contrastive, tau, logit_scale, rank_loss, q_init, attention_scales, attention_top_k, frozen,
+               attention_heads, paper, negatives,
+               val_fraction,
+               pseudo_unseen, seed, gpu, device, in_memory, shuffle_buffer, split, allow_partial, resume,
+               overwrite) -> None:
+    """Train a head on the cache's seen labels (the backbone never runs).
+
+    By default the learning rate, the logit scale and the query's length are measured on the
+    data (--lr auto, --logit-scale auto, --q-init dense); --paper gives the paper's settings.
+    """
+    from ..config import PAPER_SETTINGS, TrainConfig
     from ..pipelines.locate import cache_stem, only_cache
     from ..pipelines.train import train_head as run_training
+    settings = {"lr": lr, "logit_scale": logit_scale, "q_init": q_init, "attention_scales": attention_scales,
+                "attention_top_k": attention_top_k, "frozen": frozen, "attention_heads": attention_heads}
+    if paper:
+        context = click.get_current_context()
+        given = [name for name in settings if context.get_parameter_source(name).name != "DEFAULT"]
+        clashing = [name for name in given if settings[name] != PAPER_SETTINGS[name]]
+        if clashing:
+            raise click.UsageError(f"--paper sets {', '.join('--' + n.replace('_', '-') for n in clashing)} "
+                                   "to the paper's value; drop one or the other")
+        settings = dict(PAPER_SETTINGS)
     cache = cache or only_cache()
     out = out or os.path.join("runs", f"{cache_stem(cache)}-{head_name}")
-    config = TrainConfig(cache=cache, out=out, head=head_name, epochs=epochs, batch_size=batch_size, lr=lr,
-                         weight_decay=weight_decay, contrastive_weight=0.0 if no_contrastive else contrastive_weight,
-                         tau=tau, logit_scale=logit_scale, rank_loss=rank_loss, q_init=q_init, negatives=negatives,
-                         val_fraction=val_fraction, pseudo_unseen=pseudo_unseen, seed=seed,
-                         device=resolve_device(gpu, device), split=split, in_memory=in_memory,
-                         shuffle_buffer=shuffle_buffer, allow_partial=allow_partial)
+    config = TrainConfig(cache=cache, out=out, head=head_name, epochs=epochs, batch_size=batch_size,
+                         lr_range_steps=lr_range_steps, weight_decay=weight_decay,
+                         contrastive_weight=0.0 if no_contrastive else contrastive_weight, tau=tau,
+                         rank_loss=rank_loss, negatives=negatives, val_fraction=val_fraction,
+                         pseudo_unseen=pseudo_unseen, seed=seed, device=resolve_device(gpu, device), split=split,
+                         in_memory=in_memory, shuffle_buffer=shuffle_buffer, allow_partial=allow_partial, **settings)
     result = run_training(config, resume=resume, overwrite=overwrite)
     best = "n/a" if result.best_val_map is None else f"{result.best_val_map:.2f}"
     click.echo(f"{result.out}: {result.epochs} epochs in {result.seconds:.1f} s, last loss {result.last_loss:.4f}, "

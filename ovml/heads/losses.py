@@ -5,6 +5,8 @@ so its score gets a gradient of exactly 0.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -50,6 +52,26 @@ def hinge_ranking_loss(logits: Tensor, labels: Tensor, margin: float = 1.0) -> T
     hinge = torch.where(pairs, (margin + differences).clamp_min(0), 0.0)            # (N, P_max, L)
     violating = (hinge > 0).sum(dim=(1, 2))
     return (hinge.sum(dim=(1, 2)) / (violating + 1e-8)).mean()
+
+
+class LogitScale(nn.Module):
+    """The factor between cosine scores and the losses' logits, log-parametrised as CLIP's: the
+    scale is exp(log_scale), clamped to [MIN, MAX]; learnable or fixed (`learnable=False`)."""
+
+    MIN, MAX = 1.0, 100.0
+
+    def __init__(self, initial: float, learnable: bool = True):
+        super().__init__()
+        if not self.MIN <= initial <= self.MAX:
+            raise ValueError(f"logit scale must lie in [{self.MIN:g}, {self.MAX:g}], not {initial}")
+        self.log_scale = nn.Parameter(torch.tensor(math.log(initial)), requires_grad=learnable)
+
+    @property
+    def value(self) -> float:
+        return float(self.log_scale.detach().clamp(math.log(self.MIN), math.log(self.MAX)).exp())
+
+    def forward(self, scores: Tensor) -> Tensor:
+        return scores * self.log_scale.clamp(math.log(self.MIN), math.log(self.MAX)).exp()
 
 
 class ProjectionHead(nn.Module):

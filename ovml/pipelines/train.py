@@ -6,7 +6,9 @@ checkpoint after every epoch so `--resume` ends exactly where an uninterrupted r
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import itertools
 import os
 import shutil
 import time
@@ -20,14 +22,18 @@ from ..cache.reader import CacheReader
 from ..config import TrainConfig, from_dict
 from ..errors import UsageError
 from ..heads.base import cosine_scores
-from ..heads.losses import (ProjectionHead, hinge_ranking_loss, ranking_loss, sample_label_columns,
+from ..heads.losses import (LogitScale, ProjectionHead, hinge_ranking_loss, ranking_loss, sample_label_columns,
                             supervised_contrastive_loss)
 from ..heads.registry import build_head
 from ..metrics import mean_average_precision
 from ..progress import progress
 from .batches import BatchStream, carve_validation, trainable_rows
+from .lr_range import RangeTest, run_range_test, write_range_test
 from .runs import CHECKPOINT_FILE, HEAD_FILE, LOG_FILE, RunFolder, load_tensors, save_tensors
 from .scoring import batch_tensors, cache_pool
+
+
+LOGIT_SPREAD = 2.0  # std of the untrained head's logits over an image's labels, under `--logit-scale auto`
 
 
 @dataclass
@@ -44,7 +50,23 @@ class TrainResult:
 
 def head_options(config: TrainConfig) -> dict:
     """The options a head is built with (recorded in config.json to rebuild it later)."""
-    return {"q_init": config.q_init} if config.head == "ovml" else {}
+    if config.head != "ovml":
+        return {}
+    return {"q_init": config.q_init, "attention_scales": list(config.attention_scales),
+            "attention_top_k": config.attention_top_k, "attention_heads": config.attention_heads}
+
+
+def initial_logit_scale(cosines: torch.Tensor, spread: float = LOGIT_SPREAD) -> float:
+    """The scale under which the untrained head's logits spread over each image's labels with
+    standard deviation `spread` (mean over images), clamped to LogitScale's range.
+
+    Cosine scores of CLIP and of a head copied from its pool sit in a narrow band whose width
+    depends on the backbone and the vocabulary; a fixed factor (CLIP's 100) leaves the ranking
+    loss saturated on some data and flat on other, so the factor is measured on the data.
+    """
+    width = float(cosines.float().std(dim=1).mean())
+    scale = spread / width if width > 0 else LogitScale.MAX
+    return min(max(scale, LogitScale.MIN), LogitScale.MAX)
 
 
 def split_seen_labels(seen: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,9 +79,9 @@ def split_seen_labels(seen: np.ndarray, fraction: float, seed: int) -> tuple[np.
 
 
 class Trainer:
-    """One training run over an open cache."""
+    """One training run over an open cache. `chosen_lr` replays a resumed run's `--lr auto` choice."""
 
-    def __init__(self, config: TrainConfig, reader: CacheReader):
+    def __init__(self, config: TrainConfig, reader: CacheReader, chosen_lr: float | None = None):
         self.config, self.reader = config, reader
         self.device = torch.device(config.device)
         self.seen_columns, self.pseudo_unseen = split_seen_labels(reader.seen, config.pseudo_unseen, config.seed)
@@ -69,6 +91,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.head = build_head(config.head, cache_pool(reader, self.device), reader.num_heads,
                                **head_options(config)).to(self.device)
+        self.frozen = self.freeze(config.frozen)
         self.projector = ProjectionHead(reader.embed_dim).to(self.device) if config.contrastive_weight > 0 else None
         mask = trainable_rows(reader, config.split, self.seen_columns, config.progress)
         self.train_rows, self.val_rows = carve_validation(mask, reader.unit_rows(config.split),
@@ -77,10 +100,76 @@ class Trainer:
             raise UsageError(f"{reader.path}: split {config.split} has no usable row with a seen positive")
         self.stream = BatchStream(reader, self.train_rows, config.batch_size, config.shuffle_buffer,
                                   config.prefetch, config.in_memory)
-        parameters = list(self.head.parameters()) + (list(self.projector.parameters()) if self.projector else [])
-        self.optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        self.calibration = self.calibrate()
+        self.range_test: RangeTest | None = None
+        self.lr = chosen_lr if chosen_lr is not None else self.learning_rate()
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=config.weight_decay)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=config.lr, total_steps=max(1, config.epochs * self.stream.steps()))
+            self.optimizer, max_lr=self.lr, total_steps=max(1, config.epochs * self.stream.steps()))
+
+    # --- set-up measured on the data ------------------------------------------------------
+    def freeze(self, names: tuple[str, ...]) -> list[str]:
+        """Keep the head's modules `names` as built (CLIP's weights); returns those it has (a
+        default such as v_proj means nothing to a head without one)."""
+        frozen = [name for name in names if isinstance(getattr(self.head, name, None), torch.nn.Module)]
+        for name in frozen:
+            getattr(self.head, name).requires_grad_(False)
+        return frozen
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        modules = [self.head, self.logit_scale] + ([self.projector] if self.projector else [])
+        return [p for module in modules for p in module.parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def calibrate(self) -> dict:
+        """On the first training batch (a fixed one): the dense query's length, then the logit scale."""
+        batch = next(iter(self.stream.epoch(seed=0, shuffle=False)))
+        spatial, global_embedding = batch_tensors(batch, self.device)
+        measured = {}
+        if getattr(self.config, "q_init", None) == "dense" and hasattr(self.head, "calibrate_query"):
+            measured["query_scale"] = self.head.calibrate_query(spatial, self.text)
+        if self.config.logit_scale == "auto":
+            cosines = cosine_scores(self.head(spatial, global_embedding, self.text), self.text)
+            initial, learnable = initial_logit_scale(cosines), True
+        else:
+            initial, learnable = float(self.config.logit_scale), False
+        self.logit_scale = LogitScale(initial, learnable).to(self.device)
+        measured["logit_scale"] = {"initial": initial, "learnable": learnable}
+        return measured
+
+    def learning_rate(self) -> float:
+        """`--lr X`, or with `--lr auto` the range test's choice (its curve written to the run)."""
+        if self.config.lr != "auto":
+            return float(self.config.lr)
+        saved = copy.deepcopy(self.state())
+        optimizer = torch.optim.Adam(self.parameters(), lr=1.0, weight_decay=self.config.weight_decay)
+        generator = torch.Generator().manual_seed(self.config.seed * 1000 + 999)
+        batches = itertools.chain.from_iterable(self.stream.epoch(seed=self.config.seed * 1000 + 999 + k)
+                                                for k in itertools.count())
+
+        def step(lr: float) -> float:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, _ = self.loss(next(batches), generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach())
+
+        self.head.train()
+        self.range_test = run_range_test(step, self.config.lr_range_steps, self.config.progress)
+        self.load_state(saved)
+        return self.range_test.chosen
+
+    def state(self) -> dict:
+        return {"head": self.head.state_dict(), "logit_scale": self.logit_scale.state_dict(),
+                "projector": self.projector.state_dict() if self.projector else {}}
+
+    def load_state(self, state: dict) -> None:
+        self.head.load_state_dict(state["head"])
+        self.logit_scale.load_state_dict(state["logit_scale"])
+        if self.projector:
+            self.projector.load_state_dict(state["projector"])
 
     # --- one step -----------------------------------------------------------------------
     def loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -91,7 +180,7 @@ class Trainer:
             columns = sample_label_columns(labels, self.config.negatives, generator).to(self.device)
             labels, text = labels[:, columns], text[columns]
         features = self.head(spatial, global_embedding, text)                           # (B, L', D)
-        logits = self.config.logit_scale * cosine_scores(features, text)
+        logits = self.logit_scale(cosine_scores(features, text))
         rank = (hinge_ranking_loss if self.config.rank_loss == "hinge" else ranking_loss)(logits, labels)
         total, parts = rank, {"rank": float(rank.detach())}
         if self.projector is not None:
@@ -126,7 +215,7 @@ class Trainer:
         return {key: value / max(steps, 1) for key, value in sums.items()} | {
             "steps": steps, "images": images, "seconds": round(seconds, 3),
             "images_per_second": round(images / seconds, 1) if seconds else None,
-            "lr": self.schedule.get_last_lr()[0]}
+            "lr": self.schedule.get_last_lr()[0], "logit_scale": round(self.logit_scale.value, 4)}
 
     @torch.no_grad()
     def validate(self) -> float | None:
@@ -145,15 +234,11 @@ class Trainer:
 
     # --- checkpoints --------------------------------------------------------------------
     def checkpoint_state(self, epoch: int, best: tuple[int, float | None]) -> dict:
-        return {"epoch": epoch, "best_epoch": best[0], "best_val_map": best[1],
-                "head": self.head.state_dict(),
-                "projector": self.projector.state_dict() if self.projector else {},
+        return {"epoch": epoch, "best_epoch": best[0], "best_val_map": best[1], **self.state(),
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
 
     def restore(self, state: dict) -> tuple[int, tuple[int, float | None]]:
-        self.head.load_state_dict(state["head"])
-        if self.projector:
-            self.projector.load_state_dict(state["projector"])
+        self.load_state(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         return int(state["epoch"]), (int(state["best_epoch"]), state["best_val_map"])
@@ -167,6 +252,10 @@ class Trainer:
                          "num_heads": self.reader.num_heads, "embed_dim": self.reader.embed_dim,
                          "channels": self.reader.channels, "hw": self.reader.hw},
                 "seed": self.config.seed, "label_columns": "seen",
+                "lr": {"max": self.lr, "range_test": self.range_test.summary() if self.range_test else None},
+                "frozen": self.frozen,
+                "calibration": self.calibration | {"logit_scale": self.calibration["logit_scale"] |
+                                                   {"final": float(f"{self.logit_scale.value:.6g}")}},
                 "pseudo_unseen_columns": self.pseudo_unseen.tolist(),
                 "validation": {"split": self.config.split, "units": sorted(self.val_rows.rows_by_unit),
                                "rows": self.val_rows.count},
@@ -204,9 +293,11 @@ def train_head(config: TrainConfig, resume: bool = False, overwrite: bool = Fals
     if overwrite and os.path.isdir(config.out):
         shutil.rmtree(config.out)
     with CacheReader(config.cache, allow_partial=config.allow_partial) as reader:
-        trainer = Trainer(config, reader)
+        resuming = resume and os.path.exists(run.file(CHECKPOINT_FILE))
+        chosen_lr = run.read_config().get("lr", {}).get("max") if resuming and config.lr == "auto" else None
+        trainer = Trainer(config, reader, chosen_lr)
         first, best = 1, (0, None)
-        if resume and os.path.exists(run.file(CHECKPOINT_FILE)):
+        if resuming:
             check_resumable(run, trainer)
             done, best = trainer.restore(load_tensors(run.file(CHECKPOINT_FILE), flat=False))
             run.truncate_log(done)
@@ -216,6 +307,8 @@ def train_head(config: TrainConfig, resume: bool = False, overwrite: bool = Fals
             for stale in (run.file(LOG_FILE), run.file(CHECKPOINT_FILE)):
                 if os.path.exists(stale):
                     os.remove(stale)
+            if trainer.range_test is not None:
+                write_range_test(trainer.range_test, config.out)
         run.write_config(trainer.describe())
         last_loss = float("nan")
         for epoch in range(first, config.epochs + 1):

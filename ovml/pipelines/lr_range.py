@@ -1,0 +1,103 @@
+"""`train-head --lr auto`: Leslie Smith's learning-rate range test picks the one-cycle maximum.
+
+Smith's range test ("Cyclical learning rates for training neural networks", 2017; the one-cycle
+policy's companion, "Super-convergence", 2018) trains for a bounded number of steps while the
+learning rate grows geometrically, and reads the loss curve. ovml's rule: the one-cycle maximum
+is the learning rate at which the smoothed loss was lowest, divided by `DIVISOR`: the minimum is
+where training starts to be too fast (a little further the loss blows up), and the one-cycle
+schedule spends most of its steps well below its maximum anyway. The test is seeded, restores
+every weight afterwards, and writes its curve (lr_range.json, lr_range.png) to the run folder.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from ..progress import progress
+
+LR_START, LR_END = 1e-6, 1.0   # the range swept, geometrically
+SMOOTHING = 0.9                # exponential moving average of the loss (bias-corrected)
+DIVERGED = 4.0                 # stop once the smoothed loss passes this multiple of its minimum
+DIVISOR = 10.0                 # one-cycle maximum = lr at the smoothed minimum / DIVISOR
+RULE = f"lr at the lowest smoothed loss (EMA {SMOOTHING}) / {DIVISOR:g}"
+
+
+@dataclass
+class RangeTest:
+    """The curve of one range test and the learning rate it chose."""
+
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    chosen: float
+    rule: str = RULE
+
+    def summary(self) -> dict:
+        """What config.json records: the choice, the rule and the sweep, without the curve."""
+        return {"chosen": self.chosen, "rule": self.rule, "steps": len(self.lrs),
+                "range": [self.lrs[0], self.lrs[-1]] if self.lrs else []}
+
+
+def learning_rates(steps: int, start: float = LR_START, end: float = LR_END) -> list[float]:
+    """`steps` learning rates from `start` to `end`, evenly spaced in log scale."""
+    if steps < 2:
+        raise ValueError(f"a range test needs at least 2 steps, not {steps}")
+    return [start * (end / start) ** (k / (steps - 1)) for k in range(steps)]
+
+
+def choose_lr(lrs: list[float], smoothed: list[float], divisor: float = DIVISOR) -> float:
+    """The learning rate of the lowest smoothed loss, divided by `divisor`."""
+    best = min(range(len(smoothed)), key=lambda k: smoothed[k])
+    return lrs[best] / divisor
+
+
+def run_range_test(step: Callable[[float], float], steps: int, show: bool = True) -> RangeTest:
+    """Call `step(lr)` (one optimisation step at that learning rate, returning its loss) along the
+    sweep, stopping early once the loss diverges; returns the curve and the chosen rate."""
+    record = RangeTest([], [], [], chosen=float("nan"))
+    average, lowest = 0.0, math.inf
+    bar = progress(total=steps, desc="lr range test", unit="step", enabled=show)
+    for k, lr in enumerate(learning_rates(steps)):
+        loss = step(lr)
+        bar.update(1)
+        if not math.isfinite(loss):
+            break
+        average = SMOOTHING * average + (1 - SMOOTHING) * loss
+        smoothed = average / (1 - SMOOTHING ** (k + 1))
+        record.lrs.append(lr)
+        record.losses.append(loss)
+        record.smoothed.append(smoothed)
+        lowest = min(lowest, smoothed)
+        if smoothed > DIVERGED * lowest:
+            break
+    bar.close()
+    if not record.lrs:
+        raise RuntimeError("the learning-rate range test diverged at its first step")
+    record.chosen = choose_lr(record.lrs, record.smoothed)
+    return record
+
+
+def write_range_test(record: RangeTest, folder: str) -> list[str]:
+    """lr_range.json (the whole curve) and lr_range.png in `folder`; returns the paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    paths = [os.path.join(folder, "lr_range.json"), os.path.join(folder, "lr_range.png")]
+    with open(paths[0], "w", encoding="utf-8") as handle:
+        json.dump(asdict(record), handle, indent=1)
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    axis.plot(record.lrs, record.losses, color="lightgrey", label="loss")
+    axis.plot(record.lrs, record.smoothed, color="tab:blue", label="smoothed")
+    axis.axvline(record.chosen, color="tab:red", linestyle="--", label=f"chosen {record.chosen:.3g}")
+    axis.set_xscale("log")
+    axis.set_xlabel("learning rate")
+    axis.set_ylabel("training loss")
+    axis.set_title("learning-rate range test")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(paths[1], dpi=100)
+    plt.close(figure)
+    return paths
