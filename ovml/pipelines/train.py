@@ -26,7 +26,7 @@ from ..heads.registry import build_head
 from ..metrics import mean_average_precision
 from ..progress import progress
 from .batches import BatchStream, carve_validation, trainable_rows
-from .runs import CHECKPOINT_FILE, HEAD_FILE, LOG_FILE, RunFolder, load_tensors, save_tensors
+from .runs import CHECKPOINT_FILE, HEAD_FILE, LOG_FILE, RunFolder, load_tensors, save_tensors, schedule_state
 from .scoring import batch_tensors, cache_pool
 
 
@@ -148,7 +148,7 @@ class Trainer:
         return {"epoch": epoch, "best_epoch": best[0], "best_val_map": best[1],
                 "head": self.head.state_dict(),
                 "projector": self.projector.state_dict() if self.projector else {},
-                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
+                "optimizer": self.optimizer.state_dict(), "schedule": schedule_state(self.schedule)}
 
     def restore(self, state: dict) -> tuple[int, tuple[int, float | None]]:
         self.head.load_state_dict(state["head"])
