@@ -15,7 +15,7 @@ from ovml.cache.schema import CacheError
 from ovml.cli import main
 from ovml.config import TrainConfig
 from ovml.errors import UsageError
-from ovml.pipelines.runs import CheckpointError, load_tensors
+from ovml.pipelines.runs import CheckpointError, load_tensors, save_tensors, schedule_state
 from ovml.pipelines.train import train_head
 from ovml.synthetic import PlantedWorld, write_planted_world
 from tests.cache_arrays import all_arrays, assert_cache_checks, assert_same_arrays
@@ -138,6 +138,27 @@ def test_pickle_carrying_or_corrupt_head_is_refused(trained_run, planted_world, 
 class Exploit:
     def __reduce__(self):
         return (os.system, ("touch pwned",))
+
+
+def test_schedule_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    """torch < 2.4 keeps OneCycleLR's annealing function in its state_dict; the checkpoint must not."""
+    parameter = torch.nn.Parameter(torch.zeros(2))
+
+    def one_cycle() -> torch.optim.lr_scheduler.OneCycleLR:
+        return torch.optim.lr_scheduler.OneCycleLR(torch.optim.Adam([parameter], lr=1e-3), max_lr=1e-3,
+                                                   total_steps=10)
+    trained = one_cycle()
+    for _ in range(3):
+        trained.optimizer.step()
+        trained.step()
+    path = str(tmp_path / "checkpoint.pt")
+    save_tensors(path, {"schedule": schedule_state(trained)})
+    restored = one_cycle()
+    restored.load_state_dict(load_tensors(path, flat=False)["schedule"])
+    for schedule in (trained, restored):
+        schedule.optimizer.step()
+        schedule.step()
+    assert restored.get_last_lr() == trained.get_last_lr()
 
 
 def test_incomplete_cache_and_mismatched_head_are_refused(small_world, trained_run, tmp_path):

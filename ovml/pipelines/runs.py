@@ -27,6 +27,13 @@ def save_tensors(path: str, state: dict) -> None:
     os.replace(temporary, path)
 
 
+def schedule_state(schedule: torch.optim.lr_scheduler.LRScheduler) -> dict:
+    """A learning-rate schedule's state without functions, so `weights_only=True` can load it:
+    before torch 2.4 OneCycleLR's state_dict carries its annealing function, which the schedule
+    rebuilt from the same settings already has."""
+    return {key: value for key, value in schedule.state_dict().items() if not callable(value)}
+
+
 def _only_plain_values(value) -> bool:
     if isinstance(value, torch.Tensor) or value is None or isinstance(value, (int, float, str, bool)):
         return True

@@ -29,7 +29,7 @@ from ..metrics import mean_average_precision
 from ..progress import progress
 from .batches import BatchStream, carve_validation, trainable_rows
 from .lr_range import RangeTest, run_range_test, write_range_test
-from .runs import CHECKPOINT_FILE, HEAD_FILE, LOG_FILE, RunFolder, load_tensors, save_tensors
+from .runs import CHECKPOINT_FILE, HEAD_FILE, LOG_FILE, RunFolder, load_tensors, save_tensors, schedule_state
 from .scoring import batch_tensors, cache_pool
 
 
@@ -235,7 +235,7 @@ class Trainer:
     # --- checkpoints --------------------------------------------------------------------
     def checkpoint_state(self, epoch: int, best: tuple[int, float | None]) -> dict:
         return {"epoch": epoch, "best_epoch": best[0], "best_val_map": best[1], **self.state(),
-                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
+                "optimizer": self.optimizer.state_dict(), "schedule": schedule_state(self.schedule)}
 
     def restore(self, state: dict) -> tuple[int, tuple[int, float | None]]:
         self.load_state(state)
