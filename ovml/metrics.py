@@ -17,8 +17,8 @@ negative) and 0 (not annotated); `scores` and `labels` are (images, labels) matr
 Everything is vectorised over blocks (columns for AP, rows for top-K), run on WORKERS threads
 (numpy releases the GIL while sorting). These functions take whole matrices; for matrices that
 should never be whole (Open Images GZSL: 125,436 x 7,586), `ovml.metrics_stream` computes the
-same values from row batches, with `top_k_counts` per batch and `average_precision_of_entries`
-per column block.
+same values from row batches, with `top_k_counts` per batch and `AnnotatedEntries` per column
+block.
 """
 from __future__ import annotations
 
@@ -127,22 +127,41 @@ def _average_precision_of_block(scores: np.ndarray, labels: np.ndarray) -> np.nd
                                         scores[images, columns])
 
 
-def average_precision_of_entries(columns: np.ndarray, scores: np.ndarray, positive: np.ndarray,
-                                 n_columns: int) -> np.ndarray:
-    """Per-column AP (LESA's protocol) from a block's annotated entries alone, as float64 (n_columns,).
+class AnnotatedEntries:
+    """The annotated entries of a block of label columns, laid out once for any number of score vectors.
 
-    Entry i lies in column `columns[i]` (0 <= columns < n_columns), scores `scores[i]` and is a
-    positive where `positive[i]`; every (image, column) not listed is unannotated. Equal to
-    `average_precision_per_label` on the dense block: same arithmetic in the same order.
+    Entry i lies in column `columns[i]` (0 <= columns < n_columns) and is a positive where
+    `positive[i]`; every (image, column) not listed is unannotated. `average_precision(scores)`
+    gives LESA's per-column AP for scores of these entries, equal to `average_precision_per_label`
+    on the dense block (same arithmetic, same order). Entries that fill the block row by row
+    (every entry annotated, as on NUS-WIDE) are transposed in tiles; others are scattered by
+    column through an index computed here once.
     """
-    _require_finite(scores)
-    counts = np.bincount(columns, minlength=n_columns)
-    order = np.argsort(columns, kind="stable")
-    grouped = columns[order]
-    places = np.arange(len(order)) - (np.cumsum(counts) - counts)[grouped]
-    annotated = np.full((n_columns, counts.max(initial=0)), -np.inf, dtype=scores.dtype)
-    annotated[grouped, places] = scores[order]
-    return _average_precision_by_column(annotated, columns[positive], scores[positive])
+
+    def __init__(self, columns: np.ndarray, positive: np.ndarray, n_columns: int):
+        self.n_columns, self.positive = n_columns, positive
+        self.positive_columns = columns[positive]
+        counts = np.bincount(columns, minlength=n_columns)
+        self.depth = int(counts.max(initial=0))  # entries of the fullest column
+        self.places = None  # None: the entries are the block's rows, row-major
+        if len(columns) != self.depth * n_columns or not np.array_equal(
+                columns.reshape(self.depth, n_columns), np.broadcast_to(np.arange(n_columns), (self.depth, n_columns))):
+            order = np.argsort(columns, kind="stable")
+            rank = np.empty(len(columns), dtype=np.intp)
+            rank[order] = np.arange(len(columns)) - (np.cumsum(counts) - counts)[columns[order]]
+            self.places = columns.astype(np.intp) * self.depth + rank
+
+    def average_precision(self, scores: np.ndarray) -> np.ndarray:
+        """Per-column AP, float64 (n_columns,), of `scores` (one per entry, finite)."""
+        _require_finite(scores)
+        annotated = np.full((self.n_columns, self.depth), -np.inf, dtype=scores.dtype)  # (columns, depth)
+        if self.places is None:
+            rows = scores.reshape(self.depth, self.n_columns)                            # (depth, columns)
+            for tile in _blocks(self.depth, TRANSPOSE_TILE_ROWS):
+                annotated[:, tile] = rows[tile].T
+        else:
+            annotated.ravel()[self.places] = scores
+        return _average_precision_by_column(annotated, self.positive_columns, scores[self.positive])
 
 
 def average_precision_per_label(scores: np.ndarray, labels: np.ndarray,

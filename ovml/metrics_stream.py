@@ -21,7 +21,7 @@ from typing import Callable, Hashable, Iterable, Sequence
 import numpy as np
 
 from . import metrics as protocol
-from .metrics import average_precision_of_entries, checked, effective_ks, results_in_percent, top_k_counts
+from .metrics import AnnotatedEntries, checked, effective_ks, results_in_percent, top_k_counts
 from .score_spill import MAX_BLOCK_COLUMNS, AnnotatedSpill
 
 BLOCK_BYTES = 1 << 29  # working memory of one column block in the AP pass (metrics.WORKERS blocks at a time)
@@ -68,7 +68,7 @@ class StreamingMetrics:
         self.effective_ks = effective_ks(self.ks, n_labels)
         self.pr_sample, self.seed = pr_sample, seed
         names = list(dict.fromkeys(name for recipe in rows.values() for name in recipe.inputs))
-        entry_bytes = 32 + 4 * len(names)  # stored values, code, sort buffer, keys, row scores, sample
+        entry_bytes = 40 + 4 * len(names)  # stored values, code, layout, sort buffer, keys, row scores, sample
         width = BLOCK_BYTES // (max(expected_images, 1) * entry_bytes)
         self.spill = AnnotatedSpill(names, n_labels, max(1, min(n_labels, MAX_BLOCK_COLUMNS, width)), scratch)
         self.images = self.positives = self.annotated = 0
@@ -121,12 +121,12 @@ class StreamingMetrics:
         """row -> (AP of the block's columns, sampled scores, sampled positive flags)."""
         columns, positive, values = self.spill.read(index)
         block = self.spill.blocks[index]
+        entries = AnnotatedEntries(columns, positive, block.stop - block.start)
         sampled = np.random.default_rng([self.seed, index]).random(len(columns), dtype=np.float32) < keep
         out = {}
         for row, recipe in self.rows.items():
             scores = recipe(values)
-            out[row] = (average_precision_of_entries(columns, scores, positive, block.stop - block.start),
-                        scores[sampled], positive[sampled])
+            out[row] = (entries.average_precision(scores), scores[sampled], positive[sampled])
         return out
 
 

@@ -46,9 +46,13 @@ def largest_read(monkeypatch):
     return seen
 
 
-def test_streaming_metrics_equal_the_whole_matrix(tiny_blocks, tmp_path):
-    """Ties everywhere, empty and all-positive columns, images without positives, interpolated rows."""
+@pytest.mark.parametrize("every_entry_annotated", [False, True])
+def test_streaming_metrics_equal_the_whole_matrix(every_entry_annotated, tiny_blocks, tmp_path):
+    """Ties everywhere, empty and all-positive columns, images without positives, interpolated rows;
+    with unannotated entries (scattered by column) and without (blocks transposed row by row)."""
     scores, labels = random_case(3, n_images=300, n_labels=40)
+    if every_entry_annotated:
+        labels[labels == 0] = -1
     other = np.round(np.random.default_rng(1).random(scores.shape), 1).astype(np.float32)
     cosine = np.clip(other - 0.5, -1, 1)
     rows = {"a": Recipe.stored("a"), "b": Recipe.stored("b"),
