@@ -182,3 +182,39 @@ def test_json_shape_and_report_plots(small_world, small_run, tmp_path):
     for name in ("alpha_sweep.png", "per_label_ap.png", "pr_curves.png", "report.md"):
         assert os.path.getsize(os.path.join(out, name)) > 200
     assert sorted(os.listdir(tmp_path)) == ["report"]
+
+
+# --- add-labels at scale -----------------------------------------------------------------------
+
+def test_add_labels_writes_new_columns_in_row_blocks(small_world, tmp_path, monkeypatch):
+    """The new columns go in blocks of chunk rows, annotations in place, zeros elsewhere, also
+    where an interrupted earlier commit left values in a chunk that straddles the old width."""
+    import shutil
+
+    import zarr
+
+    from ovml.pipelines import add_labels as adding
+    copy = str(tmp_path / "w.zarr")
+    shutil.copytree(small_world, copy)
+    monkeypatch.setattr(adding, "WRITE_ENTRIES", 64 * 3)  # one chunk of rows per write
+    with CacheReader(copy) as reader:
+        old, dim = reader.num_labels, reader.embed_dim
+    text = np.eye(3, dim, dtype=np.float32)
+    values = np.array([[1, -1, 1], [-1, 1, -1], [1, 1, 1]], np.int8)
+    adding.commit(copy, adding.NewLabels(["a", "b", "c"], text, False, {"test": (np.array([0, 70, 127]), values)}),
+                  old)
+    with CacheReader(copy) as reader:
+        expected = np.zeros((128, 3), np.int8)
+        expected[[0, 70, 127]] = values
+        assert np.array_equal(reader.read_labels("test")[:, old:], expected)
+        assert not reader.read_labels("train")[:, old:].any()
+    group = zarr.open_group(copy, mode="a")
+    group.attrs["adding_labels"] = {"from": old + 3, "to": old + 4}  # a commit cut short after writing
+    for split in ("train", "test"):
+        group[f"splits/{split}/labels"].resize((group[f"splits/{split}/labels"].shape[0], old + 4))
+        group[f"splits/{split}/labels"][:, old + 3] = 7
+    assert adding.roll_back_interrupted(copy)
+    adding.commit(copy, adding.NewLabels(["d"], text[:1], False, {}), old + 3)
+    with CacheReader(copy) as reader:
+        assert reader.num_labels == old + 4
+        assert not reader.read_labels("train")[:, old + 3].any() and not reader.read_labels("test")[:, old + 3].any()
