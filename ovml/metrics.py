@@ -144,8 +144,8 @@ class AnnotatedEntries:
         counts = np.bincount(columns, minlength=n_columns)
         self.depth = int(counts.max(initial=0))  # entries of the fullest column
         self.places = None  # None: the entries are the block's rows, row-major
-        if len(columns) != self.depth * n_columns or not np.array_equal(
-                columns.reshape(self.depth, n_columns), np.broadcast_to(np.arange(n_columns), (self.depth, n_columns))):
+        if len(columns) != self.depth * n_columns or not (
+                columns.reshape(self.depth, n_columns) == np.arange(n_columns)).all():   # (depth, columns)
             order = np.argsort(columns, kind="stable")
             rank = np.empty(len(columns), dtype=np.intp)
             rank[order] = np.arange(len(columns)) - (np.cumsum(counts) - counts)[columns[order]]

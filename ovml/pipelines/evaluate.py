@@ -155,6 +155,8 @@ def evaluate_cache(config: EvalConfig) -> Evaluation:
             raise UsageError(f"{reader.path}: no split {config.image_split!r} (splits: {', '.join(reader.splits)})")
         selection = RowSelection.from_mask(config.image_split, reader.unit_rows(config.image_split),
                                            reader.usable_rows(config.image_split))
+        if selection.count == 0:
+            raise UsageError(f"{reader.path}: split {config.image_split!r} has no usable image to evaluate")
         rows = [ScoredRow(name, None) for name in config.baselines]
         recipes = [Recipe.stored(name) for name in config.baselines]
         for index, (head, alphas) in enumerate(zip(heads, head_alphas)):
