@@ -97,6 +97,7 @@ class EvalConfig:
     batch_size: int = 256                # images scored at a time
     dense_top_k: int = 3                 # dense CLIP: mean of the top-k location scores
     allow_partial: bool = False          # evaluate the finished units of an incomplete cache
+    scratch: str | None = None           # folder for the temporary score store (None: the system's temp folder)
     progress: bool = True                # show progress bars
 
 

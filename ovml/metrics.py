@@ -15,8 +15,10 @@ negative) and 0 (not annotated); `scores` and `labels` are (images, labels) matr
   NaN, R and F1 are 0.0 here, so an evaluation never yields NaN (QUALITY.md R8).
 
 Everything is vectorised over blocks (columns for AP, rows for top-K), run on WORKERS threads
-(numpy releases the GIL while sorting), so an Open Images GZSL matrix (125,436 x 7,586) is
-evaluated in a few GB of working memory.
+(numpy releases the GIL while sorting). These functions take whole matrices; for matrices that
+should never be whole (Open Images GZSL: 125,436 x 7,586), `ovml.metrics_stream` computes the
+same values from row batches, with `top_k_counts` per batch and `AnnotatedEntries` per column
+block.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ TOP_K_CHUNK_ELEMENTS = 1 << 23  # scores per row chunk in the top-K counts (32 M
 TRANSPOSE_TILE_ROWS = 512  # rows per tile when copying a column block into (columns, images)
 
 
-def _checked(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def checked(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate shapes and label values; return scores as floats and labels as integers."""
     scores = np.asarray(scores)
     labels = np.asarray(labels)
@@ -94,28 +96,72 @@ def _column_keyed(columns: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return keys
 
 
-def _average_precision_of_block(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """AP of every column of an (images, columns) block, with scikit-learn's tie semantics.
+def _average_precision_by_column(annotated: np.ndarray, positive_columns: np.ndarray,
+                                 positive_scores: np.ndarray) -> np.ndarray:
+    """AP of every column from its annotated scores, with scikit-learn's tie semantics.
 
-    Summed over thresholds, (recall gain) * precision equals the mean over positives i of
-    TP(s_i) / D(s_i), where TP(t) and D(t) count the positives and the annotated entries of the
-    column scoring >= t; ">=" puts a whole run of tied scores into one threshold, exactly as
-    scikit-learn's distinct thresholds do. D comes from the annotated scores sorted once along
-    the images, TP from the sorted positives; both are binary searches of the positives' keys.
+    `annotated` (columns, n) holds each column's annotated scores, padded with -inf (sorted here,
+    in place); the positives are given again as (column, score) pairs. Summed over thresholds,
+    (recall gain) * precision equals the mean over positives i of TP(s_i) / D(s_i), where TP(t)
+    and D(t) count the positives and the annotated entries of the column scoring >= t; ">=" puts
+    a whole run of tied scores into one threshold, exactly as scikit-learn's distinct thresholds
+    do. D comes from the annotated scores sorted along each row, TP from the sorted positives;
+    both are binary searches of the positives' keys.
     """
-    n_images, n_columns = scores.shape
-    annotated_sorted = np.sort(_annotated_scores_by_column(scores, labels), axis=1)
-    annotated_keys = _column_keyed(np.arange(n_columns)[:, None], annotated_sorted).ravel()
-    del annotated_sorted
-
-    images, columns = np.nonzero(labels == 1)
-    positive_keys = np.sort(_column_keyed(columns, scores[images, columns]))
+    n_columns, n_entries = annotated.shape
+    annotated.sort(axis=1)
+    annotated_keys = _column_keyed(np.arange(n_columns)[:, None], annotated).ravel()
+    positive_keys = np.sort(_column_keyed(positive_columns, positive_scores))
     column = positive_keys.real.astype(np.intp)  # ascending
     positives = np.bincount(column, minlength=n_columns)
     true_positives = np.cumsum(positives)[column] - np.searchsorted(positive_keys, positive_keys)
-    detections = (column + 1) * n_images - np.searchsorted(annotated_keys, positive_keys)
+    detections = (column + 1) * n_entries - np.searchsorted(annotated_keys, positive_keys)
     precision_sum = np.bincount(column, weights=true_positives / detections, minlength=n_columns)
     return np.divide(precision_sum, positives, out=np.zeros(n_columns), where=positives > 0)
+
+
+def _average_precision_of_block(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """AP of every column of an (images, columns) block."""
+    images, columns = np.nonzero(labels == 1)
+    return _average_precision_by_column(_annotated_scores_by_column(scores, labels), columns,
+                                        scores[images, columns])
+
+
+class AnnotatedEntries:
+    """The annotated entries of a block of label columns, laid out once for any number of score vectors.
+
+    Entry i lies in column `columns[i]` (0 <= columns < n_columns) and is a positive where
+    `positive[i]`; every (image, column) not listed is unannotated. `average_precision(scores)`
+    gives LESA's per-column AP for scores of these entries, equal to `average_precision_per_label`
+    on the dense block (same arithmetic, same order). Entries that fill the block row by row
+    (every entry annotated, as on NUS-WIDE) are transposed in tiles; others are scattered by
+    column through an index computed here once.
+    """
+
+    def __init__(self, columns: np.ndarray, positive: np.ndarray, n_columns: int):
+        self.n_columns, self.positive = n_columns, positive
+        self.positive_columns = columns[positive]
+        counts = np.bincount(columns, minlength=n_columns)
+        self.depth = int(counts.max(initial=0))  # entries of the fullest column
+        self.places = None  # None: the entries are the block's rows, row-major
+        if len(columns) != self.depth * n_columns or not (
+                columns.reshape(self.depth, n_columns) == np.arange(n_columns)).all():   # (depth, columns)
+            order = np.argsort(columns, kind="stable")
+            rank = np.empty(len(columns), dtype=np.intp)
+            rank[order] = np.arange(len(columns)) - (np.cumsum(counts) - counts)[columns[order]]
+            self.places = columns.astype(np.intp) * self.depth + rank
+
+    def average_precision(self, scores: np.ndarray) -> np.ndarray:
+        """Per-column AP, float64 (n_columns,), of `scores` (one per entry, finite)."""
+        _require_finite(scores)
+        annotated = np.full((self.n_columns, self.depth), -np.inf, dtype=scores.dtype)  # (columns, depth)
+        if self.places is None:
+            rows = scores.reshape(self.depth, self.n_columns)                            # (depth, columns)
+            for tile in _blocks(self.depth, TRANSPOSE_TILE_ROWS):
+                annotated[:, tile] = rows[tile].T
+        else:
+            annotated.ravel()[self.places] = scores
+        return _average_precision_by_column(annotated, self.positive_columns, scores[self.positive])
 
 
 def average_precision_per_label(scores: np.ndarray, labels: np.ndarray,
@@ -126,7 +172,7 @@ def average_precision_per_label(scores: np.ndarray, labels: np.ndarray,
     of a block and worker for float32 scores, 24 for float64 (256 columns x 125,436 images:
     0.4 GB per worker for float32).
     """
-    scores, labels = _checked(scores, labels)
+    scores, labels = checked(scores, labels)
     if column_block < 1:
         raise ValueError(f"column_block must be positive, got {column_block}")
     blocks = _blocks(scores.shape[1], column_block)
@@ -163,10 +209,12 @@ def _top_k_mask(scores: np.ndarray, kth_largest: np.ndarray, k: int) -> np.ndarr
     return top_k
 
 
-def _top_k_counts_of_chunk(scores: np.ndarray, labels: np.ndarray,
-                           ks: Sequence[int]) -> tuple[list[int], int]:
-    """True positives among each row's top-k, for every k in ks, and the number of positives."""
+def top_k_counts(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int]) -> tuple[list[int], int]:
+    """True positives among each row's top-k, for every k in ks (each <= L), and the number of
+    positives. Rows are independent, so counts of row batches add up to the whole matrix's."""
     _require_finite(scores)
+    if not ks:
+        return [], int(np.count_nonzero(labels == 1))
     largest = _largest_values(scores, max(ks))
     positive = labels == 1
     true_positives = [int(np.count_nonzero(positive & _top_k_mask(
@@ -176,14 +224,14 @@ def _top_k_counts_of_chunk(scores: np.ndarray, labels: np.ndarray,
 
 def _top_k_counts(scores: np.ndarray, labels: np.ndarray,
                   ks: Sequence[int]) -> tuple[list[int], int]:
-    """`_top_k_counts_of_chunk` over the whole matrix, in row chunks (ks already <= L)."""
+    """`top_k_counts` over the whole matrix, in row chunks (ks already <= L)."""
     chunks = _blocks(scores.shape[0], max(1, TOP_K_CHUNK_ELEMENTS // scores.shape[1]))
-    counts = _in_threads(lambda rows: _top_k_counts_of_chunk(scores[rows], labels[rows], ks),
+    counts = _in_threads(lambda rows: top_k_counts(scores[rows], labels[rows], ks),
                          chunks)
     return [sum(c[0][i] for c in counts) for i in range(len(ks))], sum(c[1] for c in counts)
 
 
-def _effective_ks(ks: Sequence[int], n_labels: int) -> list[int]:
+def effective_ks(ks: Sequence[int], n_labels: int) -> list[int]:
     """min(k, L) for every k; k must be positive."""
     if any(k < 1 for k in ks):
         raise ValueError(f"k must be positive, got {list(ks)}")
@@ -207,10 +255,24 @@ def precision_recall_f1_at_k(scores: np.ndarray, labels: np.ndarray,
     Fractions, not percent. R is 0.0 when the matrix has no positive and F1 is 0.0 when
     P + R = 0, where LESA would give NaN.
     """
-    scores, labels = _checked(scores, labels)
-    (k,) = _effective_ks([k], scores.shape[1])
+    scores, labels = checked(scores, labels)
+    (k,) = effective_ks([k], scores.shape[1])
     (true_positives,), positives = _top_k_counts(scores, labels, [k])
     return _precision_recall_f1(true_positives, scores.shape[0] * k, positives)
+
+
+def results_in_percent(average_precisions: np.ndarray, ks: Sequence[int], true_positives: Sequence[int],
+                       positives: int, n_images: int) -> dict:
+    """`evaluate`'s dict from per-label APs and top-K counts (ks as asked, counts at min(k, L))."""
+    n_labels = len(average_precisions)
+    results = {"mAP": 100.0 * float(average_precisions.mean())}
+    for k, effective_k, hits in zip(ks, effective_ks(ks, n_labels), true_positives):
+        precision, recall, f1 = _precision_recall_f1(hits, n_images * effective_k, positives)
+        results[f"P@{k}"] = 100.0 * precision
+        results[f"R@{k}"] = 100.0 * recall
+        results[f"F1@{k}"] = 100.0 * f1
+    results["images"], results["labels"] = n_images, n_labels
+    return results
 
 
 def evaluate(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (3, 5)) -> dict:
@@ -219,15 +281,7 @@ def evaluate(scores: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (3, 5))
     Same values as `mean_average_precision` and `precision_recall_f1_at_k`; all ks share one
     pass over the rows.
     """
-    scores, labels = _checked(scores, labels)
-    n_images, n_labels = scores.shape
-    effective_ks = _effective_ks(ks, n_labels)
-    results = {"mAP": 100.0 * mean_average_precision(scores, labels)}
-    true_positives, positives = _top_k_counts(scores, labels, effective_ks)
-    for k, effective_k, hits in zip(ks, effective_ks, true_positives):
-        precision, recall, f1 = _precision_recall_f1(hits, n_images * effective_k, positives)
-        results[f"P@{k}"] = 100.0 * precision
-        results[f"R@{k}"] = 100.0 * recall
-        results[f"F1@{k}"] = 100.0 * f1
-    results["images"], results["labels"] = n_images, n_labels
-    return results
+    scores, labels = checked(scores, labels)
+    true_positives, positives = _top_k_counts(scores, labels, effective_ks(ks, scores.shape[1]))
+    return results_in_percent(average_precision_per_label(scores, labels), ks, true_positives, positives,
+                              scores.shape[0])

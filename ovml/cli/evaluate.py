@@ -32,11 +32,14 @@ def parse_alphas(alpha: str) -> tuple[tuple[float, ...], bool]:
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
 @click.option("--image-split", default="test", show_default=True, help="Cache split holding the test images.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--scratch", default=None,
+              help="Folder for the temporary score store, deleted afterwards; about 4 bytes x annotated "
+                   "entries x scored rows [default: the system's temp folder].")
 @device_options
 @click.option("--allow-partial", is_flag=True, help="Evaluate the finished units of an incomplete cache.")
 @user_errors
 def eval_command(cache, heads, split, alpha, ks, baselines, dense_top_k, out, as_json, image_split, batch_size,
-                 gpu, device, allow_partial) -> None:
+                 scratch, gpu, device, allow_partial) -> None:
     """Score ZSL/GZSL with LESA's protocol: CLIP-ML, dense CLIP and trained heads at each alpha."""
     import json
     from ..config import EvalConfig
@@ -56,7 +59,7 @@ def eval_command(cache, heads, split, alpha, ks, baselines, dense_top_k, out, as
                         baselines=() if baselines == "none" else tuple(b.strip() for b in baselines.split(",")),
                         out=out, device=resolve_device(gpu, device), image_split=image_split,
                         batch_size=batch_size, dense_top_k=dense_top_k, allow_partial=allow_partial,
-                        progress=not as_json)
+                        scratch=scratch, progress=not as_json)
     evaluation, written = evaluate_and_report(config)
     if as_json:
         click.echo(json.dumps(evaluation.summary, indent=2))

@@ -20,6 +20,7 @@ from ..extract.backbone import load_backbone, resolve_weights
 from ..extract.text import embed_labels
 
 JOURNAL = "adding_labels"
+WRITE_ENTRIES = 1 << 24  # label entries per write of new columns (16 MB of int8)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,21 @@ def prepare(cache: str, names_file: str, unseen: bool, model: str | None, device
         return NewLabels(names, text, not unseen, found), reader.num_labels
 
 
+def write_new_columns(matrix, old_count: int, annotations: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """Write a split's new label columns (0, or the annotated values) a few chunks of rows at a
+    time, so memory stays bounded whatever rows x new labels; every new entry is written, so no
+    value left in a chunk by an interrupted earlier commit survives."""
+    rows, count = matrix.shape
+    added = count - old_count
+    indices, values = annotations or (np.zeros(0, dtype=int), np.zeros((0, added), dtype=np.int8))
+    step = max(1, WRITE_ENTRIES // (added * matrix.chunks[0])) * matrix.chunks[0]
+    for start in range(0, rows, step):
+        block = np.zeros((min(step, rows - start), added), dtype=np.int8)   # (rows, new labels)
+        inside = (indices >= start) & (indices < start + len(block))
+        block[indices[inside] - start] = values[inside]
+        matrix[start:start + len(block), old_count:count] = block
+
+
 def commit(cache: str, new: NewLabels, old_count: int) -> None:
     """Grow the arrays under a journal; readers see the old vocabulary until it is cleared."""
     store = backends.open_store(cache, "a")
@@ -109,14 +125,9 @@ def commit(cache: str, new: NewLabels, old_count: int) -> None:
         store.resize("labels/text", (count, new.text.shape[1]))
         store.array("labels/text")[old_count:count] = new.text
         for split in store.children("splits"):
-            matrix = store.array(f"splits/{split}/labels")
-            rows = matrix.shape[0]
+            rows = store.array(f"splits/{split}/labels").shape[0]
             store.resize(f"splits/{split}/labels", (rows, count))
-            if split in new.annotations:
-                indices, values = new.annotations[split]
-                block = np.zeros((rows, len(new.names)), dtype=np.int8)
-                block[indices] = values
-                store.array(f"splits/{split}/labels")[:, old_count:count] = block
+            write_new_columns(store.array(f"splits/{split}/labels"), old_count, new.annotations.get(split))
         store.flush()
         store.set_attr(JOURNAL, None)
         store.flush()

@@ -19,7 +19,6 @@ import numpy as np
 from ..cache import store as backends
 from ..cache.reader import CacheReader
 from ..config import PAPER_SETTINGS, EvalConfig, TrainConfig
-from ..metrics import average_precision_per_label
 from ..synthetic import WORLDS, PlantedWorld, write_planted_world
 from .evaluate import Evaluation, evaluate_cache
 from .report import table, write_report
@@ -62,11 +61,11 @@ def kind_lines(evaluation: Evaluation) -> list[str]:
     kinds = np.array(["scene" if name.startswith("scene_") else "object" for name in names])
     lines = ["| scorer | alpha | object labels mAP | scene labels mAP |", "|---|---|---|---|"]
     for row in evaluation.rows:
-        per_label = 100 * average_precision_per_label(row.scores, evaluation.labels)
+        per_label = 100 * row.per_label_ap
         label = row.method if row.run is None else os.path.basename(row.run)
         alpha = "" if row.alpha is None else f"{row.alpha:g}"
-        lines.append(f"| {label} | {alpha} | {per_label[kinds == 'object'].mean():.1f} | "
-                     f"{per_label[kinds == 'scene'].mean():.1f} |")
+        lines.append(f"| {label} | {alpha} | {np.nanmean(per_label[kinds == 'object']):.1f} | "
+                     f"{np.nanmean(per_label[kinds == 'scene']):.1f} |")
     return lines
 
 

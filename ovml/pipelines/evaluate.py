@@ -1,11 +1,14 @@
 """Stage 3: ZSL / GZSL evaluation of CLIP-ML, dense CLIP and trained heads (LESA's protocol).
 
 Scores are computed streaming over the cache's test split, one head forward per batch serving
-every alpha; `--alpha auto` is chosen on the head's own validation images (a training-split
-carve-out), never on test labels.
+every alpha, and go straight into `StreamingMetrics`: top-K counts per batch, annotated entries
+spilled column-blocked to a temporary store, per-label AP one column block at a time; no
+(images, labels) matrix is ever held. `--alpha auto` is chosen the same way on the head's own
+validation images (a training-split carve-out), never on test labels.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -15,25 +18,28 @@ import torch
 from ..cache.reader import CacheReader
 from ..config import EvalConfig
 from ..errors import UsageError
-from ..metrics import evaluate
+from ..metrics_stream import Recipe, StreamingMetrics
 from ..progress import progress
 from .batches import BatchStream, RowSelection
 from .scoring import (HeadParts, TrainedHead, baseline_scores, batch_tensors, cache_pool, head_parts,
                       load_trained_head)
 
-AUTO_GRID = tuple(round(a, 2) for a in np.linspace(0, 1, 21))
+AUTO_GRID = tuple(round(float(a), 2) for a in np.linspace(0, 1, 21))  # Python floats: float32 scores
 PROTOCOL = "lesa"
+PR_SAMPLE = 2_000_000  # annotated (image, label) entries behind the PR curves (a seeded sample)
+PARTS = tuple(f.name for f in dataclasses.fields(HeadParts))
 
 
 @dataclass
 class ScoredRow:
-    """One line of the results table: a method at one alpha, with its scores."""
+    """One line of the results table: a method at one alpha, with its metrics and what the plots need."""
 
     method: str
     alpha: float | None
-    scores: np.ndarray
     run: str | None = None
     metrics: dict = field(default_factory=dict)
+    per_label_ap: np.ndarray | None = None                 # (L,) AP per label column
+    pr_sample: tuple[np.ndarray, np.ndarray] | None = None  # scores, positive flags of sampled entries
 
     def as_json(self) -> dict:
         entry = {"method": self.method, "alpha": self.alpha} | self.metrics
@@ -58,28 +64,40 @@ def default_ks(num_labels: int) -> tuple[int, ...]:
     return (10, 20) if num_labels > 5000 else (3, 5)
 
 
+def head_recipes(key: str, alphas: list[float]) -> dict[float, Recipe]:
+    """alpha -> Recipe for a head stored under `key`: its scores at each alpha when there are at
+    most three alphas, else its three HeadParts, from which every alpha is computed."""
+    if len(alphas) <= len(PARTS):
+        return {alpha: Recipe.stored(f"{key}@{alpha}") for alpha in alphas}
+    names = tuple(f"{key}.{part}" for part in PARTS)
+    return {alpha: Recipe(names, lambda *parts, alpha=alpha: HeadParts(*parts).scores(alpha)) for alpha in alphas}
+
+
+def head_matrices(key: str, parts: HeadParts, alphas: list[float]) -> dict[str, np.ndarray]:
+    """A batch's matrices that `head_recipes(key, alphas)` reads."""
+    if len(alphas) <= len(PARTS):
+        return {f"{key}@{alpha}": parts.scores(alpha) for alpha in alphas}
+    return {f"{key}.{part}": getattr(parts, part) for part in PARTS}
+
+
 def score_split(reader: CacheReader, selection: RowSelection, columns: np.ndarray, heads: list[TrainedHead],
-                baselines: tuple[str, ...], config: EvalConfig, desc: str) -> tuple[dict, list, np.ndarray]:
-    """Stream the selected rows once: baseline scores, HeadParts per head, and the labels."""
+                head_alphas: list[list[float]], baselines: tuple[str, ...], config: EvalConfig,
+                metrics: StreamingMetrics, desc: str) -> None:
+    """Stream the selected rows once into `metrics`: baseline scores and each head's matrices
+    (keys "<baseline>" and "head<index>..."), with the labels of `columns`."""
     device = torch.device(config.device)
     pool = cache_pool(reader, device) if "dense" in baselines else {}
     text = torch.from_numpy(reader.text[columns]).to(device)
-    base_scores = {name: [] for name in baselines}
-    parts = [[] for _ in heads]
-    labels = []
     stream = BatchStream(reader, selection, config.batch_size, prefetch=2)
     for batch in progress(stream.epoch(seed=0, shuffle=False), total=stream.steps(), desc=desc,
                           unit="batch", enabled=config.progress):
         spatial, global_embedding = batch_tensors(batch, device)
-        for name in baselines:
-            base_scores[name].append(baseline_scores(name, spatial, global_embedding, text, pool,
-                                                     config.dense_top_k))
-        for index, head in enumerate(heads):
-            parts[index].append(head_parts(head.module, spatial, global_embedding, text))
-        labels.append(batch["labels"][:, columns])
-    joined = [HeadParts(*(np.concatenate([getattr(p, f) for p in chunks]) for f in
-                          ("head_text", "global_text", "head_global"))) for chunks in parts]
-    return ({name: np.concatenate(s) for name, s in base_scores.items()}, joined, np.concatenate(labels))
+        matrices = {name: baseline_scores(name, spatial, global_embedding, text, pool, config.dense_top_k)
+                    for name in baselines}
+        for index, (head, alphas) in enumerate(zip(heads, head_alphas)):
+            matrices |= head_matrices(f"head{index}", head_parts(head.module, spatial, global_embedding, text),
+                                      alphas)
+        metrics.add(batch["labels"][:, columns], matrices)
 
 
 def choose_alpha(reader: CacheReader, head: TrainedHead, config: EvalConfig) -> tuple[float | None, str]:
@@ -98,8 +116,11 @@ def choose_alpha(reader: CacheReader, head: TrainedHead, config: EvalConfig) -> 
         how = ("all seen labels (the run held none out: train with --pseudo-unseen F for labels "
                "the head never saw)")
     selection = RowSelection.from_mask(split, reader.unit_rows(split), reader.usable_rows(split), units)
-    _, (parts,), labels = score_split(reader, selection, pseudo, [head], (), config, "alpha auto")
-    sweep = {alpha: evaluate(parts.scores(alpha), labels, ks=(3,))["mAP"] for alpha in AUTO_GRID}
+    grid = list(AUTO_GRID)
+    with StreamingMetrics(head_recipes("head0", grid), len(pseudo), selection.count,
+                          scratch=config.scratch) as metrics:
+        score_split(reader, selection, pseudo, [head], [grid], (), config, metrics, "alpha auto")
+        sweep = {alpha: result.metrics["mAP"] for alpha, result in metrics.finish().items()}
     best = max(sweep, key=lambda a: (sweep[a], -a))
     return best, (f"alpha {best:g} chosen on {selection.count} validation images of split {split} "
                   f"(never test labels), {how}; validation mAP {sweep[best]:.2f}")
@@ -107,15 +128,15 @@ def choose_alpha(reader: CacheReader, head: TrainedHead, config: EvalConfig) -> 
 
 @dataclass
 class Evaluation:
-    """metrics.json's content plus the scores and labels behind it (for plots)."""
+    """metrics.json's content plus, per row, what the plots need (no score matrix)."""
 
     summary: dict
     rows: list[ScoredRow]
-    labels: np.ndarray
+    positives: int   # +1 entries among the evaluated (image, label) pairs
 
 
 def evaluate_cache(config: EvalConfig) -> Evaluation:
-    """Score every method asked with LESA's protocol (values in percent)."""
+    """Score every method asked with LESA's protocol (values in percent), in bounded memory."""
     with CacheReader(config.cache, allow_partial=config.allow_partial) as reader:
         device = torch.device(config.device)
         pool = cache_pool(reader, device)
@@ -129,21 +150,29 @@ def evaluate_cache(config: EvalConfig) -> Evaluation:
                 chosen, how = choose_alpha(reader, head, config)
                 notes.append(f"{head.run}: {how}")
                 alphas += [] if chosen is None else [chosen]
-            head_alphas.append(sorted(set(alphas or [0.0])))
+            head_alphas.append(sorted(set(map(float, alphas or [0.0]))))
         if config.image_split not in reader.splits:
             raise UsageError(f"{reader.path}: no split {config.image_split!r} (splits: {', '.join(reader.splits)})")
         selection = RowSelection.from_mask(config.image_split, reader.unit_rows(config.image_split),
                                            reader.usable_rows(config.image_split))
-        base, parts, labels = score_split(reader, selection, columns, heads, tuple(config.baselines), config,
-                                          f"eval {config.image_split}")
-        rows = [ScoredRow(name, None, scores) for name, scores in base.items()]
-        for head, head_part, alphas in zip(heads, parts, head_alphas):
-            rows += [ScoredRow(head.name, alpha, head_part.scores(alpha), run=head.run) for alpha in alphas]
-        for row in rows:
-            row.metrics = evaluate(row.scores, labels, ks=ks)
+        if selection.count == 0:
+            raise UsageError(f"{reader.path}: split {config.image_split!r} has no usable image to evaluate")
+        rows = [ScoredRow(name, None) for name in config.baselines]
+        recipes = [Recipe.stored(name) for name in config.baselines]
+        for index, (head, alphas) in enumerate(zip(heads, head_alphas)):
+            for alpha, recipe in head_recipes(f"head{index}", alphas).items():
+                rows.append(ScoredRow(head.name, alpha, run=head.run))
+                recipes.append(recipe)
+        with StreamingMetrics(dict(enumerate(recipes)), len(columns), selection.count, ks, config.scratch,
+                              PR_SAMPLE) as metrics:
+            score_split(reader, selection, columns, heads, head_alphas, tuple(config.baselines), config, metrics,
+                        f"eval {config.image_split}")
+            for index, result in metrics.finish().items():
+                rows[index].metrics, rows[index].per_label_ap = result.metrics, result.per_label_ap
+                rows[index].pr_sample = result.pr_sample
         summary = {"protocol": PROTOCOL, "split": config.split, "image_split": config.image_split,
                    "cache": os.path.abspath(config.cache), "dataset": reader.dataset.get("name"),
-                   "rows": [row.as_json() for row in rows], "images": int(labels.shape[0]),
-                   "labels": int(labels.shape[1]), "ks": list(ks), "notes": notes,
+                   "rows": [row.as_json() for row in rows], "images": metrics.images,
+                   "labels": int(len(columns)), "ks": list(ks), "notes": notes,
                    "label_names": [reader.names[c] for c in columns]}
-        return Evaluation(summary, rows, labels)
+        return Evaluation(summary, rows, metrics.positives)

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 
-from ..metrics import average_precision_per_label
 from ..config import EvalConfig
 from .evaluate import Evaluation, ScoredRow, evaluate_cache
 
@@ -19,7 +18,6 @@ PAPER = {
     ("openimages", "unseen"): [("OVML (paper)", {"F1@10": 16.9, "F1@20": 10.6, "mAP": 68.4})],
 }
 SETTING = {"unseen": "ZSL (unseen labels)", "all": "GZSL (all labels)", "seen": "seen labels"}
-PR_SAMPLE = 2_000_000
 
 
 def row_label(row: ScoredRow) -> str:
@@ -96,8 +94,7 @@ def plot_per_label_ap(evaluation: Evaluation, path: str, shown: int = 15) -> boo
     clip = next((row for row in evaluation.rows if row.method == "clip-ml"), None)
     if head is None or clip is None:
         return False
-    gain = 100 * (average_precision_per_label(head.scores, evaluation.labels)
-                  - average_precision_per_label(clip.scores, evaluation.labels))
+    gain = 100 * (head.per_label_ap - clip.per_label_ap)
     order = np.argsort(gain)
     picked = order if len(order) <= 2 * shown else np.concatenate([order[:shown], order[-shown:]])
     names = evaluation.summary["label_names"]
@@ -113,13 +110,8 @@ def plot_per_label_ap(evaluation: Evaluation, path: str, shown: int = 15) -> boo
     return True
 
 
-def precision_recall(scores: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple:
-    """Micro precision-recall over annotated entries (a seeded sample of at most PR_SAMPLE)."""
-    annotated = labels != 0
-    values, truth = scores[annotated], labels[annotated] == 1
-    if len(values) > PR_SAMPLE:
-        keep = rng.choice(len(values), PR_SAMPLE, replace=False)
-        values, truth = values[keep], truth[keep]
+def precision_recall(values: np.ndarray, truth: np.ndarray) -> tuple:
+    """Micro precision-recall over annotated entries: a row's `pr_sample` (scores, positive flags)."""
     order = np.argsort(-values, kind="stable")
     hits = np.cumsum(truth[order])
     return hits / max(truth.sum(), 1), hits / np.arange(1, len(order) + 1)
@@ -130,11 +122,11 @@ def plot_pr_curves(evaluation: Evaluation, path: str) -> bool:
     rows = [row for row in evaluation.rows if row.alpha is None]
     head = best_head_row(evaluation)
     rows += [head] if head else []
-    if not rows or not (evaluation.labels == 1).any():
+    if not rows or not evaluation.positives:
         return False
     figure, axis = plt.subplots(figsize=(5, 4))
     for row in rows:
-        recall, precision = precision_recall(row.scores, evaluation.labels, np.random.default_rng(0))
+        recall, precision = precision_recall(*row.pr_sample)
         axis.plot(recall, precision, label=row_label(row))
     axis.set_xlabel("recall")
     axis.set_ylabel("precision")

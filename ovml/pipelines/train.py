@@ -25,7 +25,7 @@ from ..heads.base import cosine_scores
 from ..heads.losses import (LogitScale, ProjectionHead, hinge_ranking_loss, ranking_loss, sample_label_columns,
                             supervised_contrastive_loss)
 from ..heads.registry import build_head
-from ..metrics import mean_average_precision
+from ..metrics_stream import streaming_mean_average_precision
 from ..progress import progress
 from .batches import BatchStream, carve_validation, trainable_rows
 from .lr_range import RangeTest, run_range_test, write_range_test
@@ -223,14 +223,14 @@ class Trainer:
         if self.val_rows.count == 0:
             return None
         self.head.eval()
-        scores, labels = [], []
         stream = BatchStream(self.reader, self.val_rows, 256, prefetch=self.config.prefetch)
-        for batch in stream.epoch(seed=0, shuffle=False):
-            spatial, global_embedding = batch_tensors(batch, self.device)
-            features = self.head(spatial, global_embedding, self.text)
-            scores.append(cosine_scores(features, self.text).cpu().numpy())
-            labels.append(batch["labels"][:, self.seen_columns])
-        return 100.0 * mean_average_precision(np.concatenate(scores), np.concatenate(labels))
+
+        def scored_batches():
+            for batch in stream.epoch(seed=0, shuffle=False):
+                spatial, global_embedding = batch_tensors(batch, self.device)
+                features = self.head(spatial, global_embedding, self.text)
+                yield cosine_scores(features, self.text).cpu().numpy(), batch["labels"][:, self.seen_columns]
+        return 100.0 * streaming_mean_average_precision(scored_batches(), len(self.seen_columns), self.val_rows.count)
 
     # --- checkpoints --------------------------------------------------------------------
     def checkpoint_state(self, epoch: int, best: tuple[int, float | None]) -> dict:
