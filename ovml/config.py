@@ -20,6 +20,9 @@ class ExtractConfig:
     splits: tuple[str, ...] | None = None  # splits to extract (None: all the adapter offers)
     batch_size: int = 64                 # images per forward pass
     workers: int = 2                     # decode processes of the DataLoader
+    decode: str = "exact"                # exact (clip's preprocessing, bit for bit), draft (JPEGs >= 2x the
+                                         # input decoded at 1/2-1/8 scale in the DCT domain), gpu (JPEGs
+                                         # decoded on the CUDA device; CPU exact where it cannot)
     unit_rows: int = 64                  # R: rows per chunk and per work unit
     prompts: str | None = None           # None (CLIP's default), 'imagenet80', or a file
     limit: int | None = None             # first N images of each split only
