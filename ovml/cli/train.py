@@ -5,7 +5,7 @@ import os
 
 import click
 
-from .common import device_options, resolve_device, user_errors
+from .common import amp_option, device_options, resolve_device, user_errors
 
 
 @click.command("train-head")
@@ -33,6 +33,7 @@ from .common import device_options, resolve_device, user_errors
               help="Seen labels held out of training for `eval --alpha auto`.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_options
+@amp_option
 @click.option("--in-memory", is_flag=True, help="Read the split into RAM once instead of streaming.")
 @click.option("--shuffle-buffer", type=click.IntRange(1), default=8, show_default=True,
               help="Chunks mixed together when streaming.")
@@ -42,7 +43,7 @@ from .common import device_options, resolve_device, user_errors
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @user_errors
 def train_head(cache, out, head_name, epochs, batch_size, lr, weight_decay, contrastive_weight, no_contrastive,
-               tau, logit_scale, rank_loss, q_init, negatives, val_fraction, pseudo_unseen, seed, gpu, device,
+               tau, logit_scale, rank_loss, q_init, negatives, val_fraction, pseudo_unseen, seed, gpu, device, amp,
                in_memory, shuffle_buffer, split, allow_partial, resume, overwrite) -> None:
     """Train a head on the cache's seen labels (the backbone never runs)."""
     from ..config import TrainConfig
@@ -54,7 +55,7 @@ def train_head(cache, out, head_name, epochs, batch_size, lr, weight_decay, cont
                          weight_decay=weight_decay, contrastive_weight=0.0 if no_contrastive else contrastive_weight,
                          tau=tau, logit_scale=logit_scale, rank_loss=rank_loss, q_init=q_init, negatives=negatives,
                          val_fraction=val_fraction, pseudo_unseen=pseudo_unseen, seed=seed,
-                         device=resolve_device(gpu, device), split=split, in_memory=in_memory,
+                         device=resolve_device(gpu, device), amp=amp, split=split, in_memory=in_memory,
                          shuffle_buffer=shuffle_buffer, allow_partial=allow_partial)
     result = run_training(config, resume=resume, overwrite=overwrite)
     best = "n/a" if result.best_val_map is None else f"{result.best_val_map:.2f}"

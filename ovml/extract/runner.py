@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +21,7 @@ from ..cache import store as backends
 from ..cache.writer import (CachePlan, LabelTable, UnitRows, create_cache, mark_complete,
                             open_existing, pending_units, unit_bounds)
 from ..config import ExtractConfig
-from ..progress import progress
+from ..progress import notice, progress
 from .backbone import Backbone, load_backbone
 from .datasets import DatasetSource, Split, open_dataset
 from .device_decode import DevicePixels, resolve_decode
@@ -80,8 +79,7 @@ class ExtractSummary:
         """Record a one-line note once (and print it to stderr now when `show`)."""
         if message and message not in self.notes:
             self.notes.append(message)
-            if show:
-                print(message, file=sys.stderr, flush=True)
+            notice(message, show)
 
     def lines(self) -> list[str]:
         """The human summary printed at the end of a run."""

@@ -16,6 +16,7 @@ from ..cache.reader import CacheReader
 from ..config import EvalConfig
 from ..errors import UsageError
 from ..metrics import evaluate
+from ..precision import mixed_precision
 from ..progress import progress
 from .batches import BatchStream, RowSelection
 from .scoring import (HeadParts, TrainedHead, baseline_scores, batch_tensors, cache_pool, head_parts,
@@ -62,6 +63,7 @@ def score_split(reader: CacheReader, selection: RowSelection, columns: np.ndarra
                 baselines: tuple[str, ...], config: EvalConfig, desc: str) -> tuple[dict, list, np.ndarray]:
     """Stream the selected rows once: baseline scores, HeadParts per head, and the labels."""
     device = torch.device(config.device)
+    precision = mixed_precision(config.amp, device)
     pool = cache_pool(reader, device) if "dense" in baselines else {}
     text = torch.from_numpy(reader.text[columns]).to(device)
     base_scores = {name: [] for name in baselines}
@@ -75,7 +77,7 @@ def score_split(reader: CacheReader, selection: RowSelection, columns: np.ndarra
             base_scores[name].append(baseline_scores(name, spatial, global_embedding, text, pool,
                                                      config.dense_top_k))
         for index, head in enumerate(heads):
-            parts[index].append(head_parts(head.module, spatial, global_embedding, text))
+            parts[index].append(head_parts(precision.wrap(head.module), spatial, global_embedding, text))
         labels.append(batch["labels"][:, columns])
     joined = [HeadParts(*(np.concatenate([getattr(p, f) for p in chunks]) for f in
                           ("head_text", "global_text", "head_global"))) for chunks in parts]
@@ -122,7 +124,7 @@ def evaluate_cache(config: EvalConfig) -> Evaluation:
         heads = [load_trained_head(run, pool, reader.num_heads, device) for run in config.heads]
         columns = label_columns(reader, config.split)
         ks = config.ks or default_ks(reader.num_labels)
-        notes, head_alphas = [], []
+        notes, head_alphas = [note for note in [mixed_precision(config.amp, device).note] if note], []
         for head in heads:
             alphas = list(config.alphas)
             if config.alpha_auto:

@@ -24,7 +24,8 @@ from ..heads.losses import (ProjectionHead, hinge_ranking_loss, ranking_loss, sa
                             supervised_contrastive_loss)
 from ..heads.registry import build_head
 from ..metrics import mean_average_precision
-from ..progress import progress
+from ..precision import mixed_precision
+from ..progress import notice, progress
 from .batches import BatchStream, carve_validation, trainable_rows
 from .runs import CHECKPOINT_FILE, HEAD_FILE, LOG_FILE, RunFolder, load_tensors, save_tensors
 from .scoring import batch_tensors, cache_pool
@@ -79,6 +80,9 @@ class Trainer:
                                   config.prefetch, config.in_memory)
         parameters = list(self.head.parameters()) + (list(self.projector.parameters()) if self.projector else [])
         self.optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        self.precision = mixed_precision(config.amp, self.device)     # autocast on CUDA, float32 elsewhere
+        self.scaler = self.precision.grad_scaler()                     # loss scaling for fp16 only
+        notice(self.precision.note, config.progress)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=config.lr, total_steps=max(1, config.epochs * self.stream.steps()))
 
@@ -107,10 +111,12 @@ class Trainer:
         bar = progress(total=self.stream.steps(), desc=f"epoch {epoch}", unit="batch",
                        enabled=self.config.progress)
         for batch in self.stream.epoch(seed=self.config.seed * 1000 + epoch):
-            loss, parts = self.loss(batch, generator)
+            with self.precision.autocast():
+                loss, parts = self.loss(batch, generator)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             if self.schedule.last_epoch + 1 < self.schedule.total_steps:
                 self.schedule.step()
             steps += 1
@@ -138,8 +144,9 @@ class Trainer:
         stream = BatchStream(self.reader, self.val_rows, 256, prefetch=self.config.prefetch)
         for batch in stream.epoch(seed=0, shuffle=False):
             spatial, global_embedding = batch_tensors(batch, self.device)
-            features = self.head(spatial, global_embedding, self.text)
-            scores.append(cosine_scores(features, self.text).cpu().numpy())
+            with self.precision.autocast():
+                features = self.head(spatial, global_embedding, self.text)
+            scores.append(cosine_scores(features.float(), self.text).cpu().numpy())
             labels.append(batch["labels"][:, self.seen_columns])
         return 100.0 * mean_average_precision(np.concatenate(scores), np.concatenate(labels))
 
@@ -148,7 +155,8 @@ class Trainer:
         return {"epoch": epoch, "best_epoch": best[0], "best_val_map": best[1],
                 "head": self.head.state_dict(),
                 "projector": self.projector.state_dict() if self.projector else {},
-                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
+                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict()}
 
     def restore(self, state: dict) -> tuple[int, tuple[int, float | None]]:
         self.head.load_state_dict(state["head"])
@@ -156,6 +164,7 @@ class Trainer:
             self.projector.load_state_dict(state["projector"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state.get("scaler", {}))
         return int(state["epoch"]), (int(state["best_epoch"]), state["best_val_map"])
 
     def describe(self) -> dict:
