@@ -73,11 +73,13 @@ def pipeline(root: str, model: str, out: str, args: argparse.Namespace, device: 
                                         unit_rows=args.unit_rows, progress=False, overwrite=True))
 
 
-def measure(args: argparse.Namespace, device: str, folder: str) -> dict:
-    model = random_clip_file(folder, args.shape)
-    root = os.path.join(folder, "data")
+def measure(args: argparse.Namespace, device: str, folder: str, data: str) -> dict:
+    """The three arms, `args.repeats` times, on the photos and model kept in `data`."""
+    model = random_clip_file(data, args.shape)
+    root = os.path.join(data, f"photos_{args.images}")
     started = time.perf_counter()
-    write_folder_dataset(root, args.images, photos=True, processes=args.make_processes)
+    if not os.path.exists(os.path.join(root, "labels.csv")):
+        write_folder_dataset(root, args.images, photos=True, processes=args.make_processes)
     made = time.perf_counter() - started
     backbone = load_backbone(model, device)
     decode, note = resolve_decode(args.decode, backbone.device)
@@ -122,11 +124,12 @@ def main() -> None:
                         help="processes writing the generated photos")
     parser.add_argument("--gpu", action="store_true", help="run on cuda:0 (fp16, as extract --gpu)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--data", help="keep the generated photos and model here (reused when present)")
     args = parser.parse_args()
     device = "cuda:0" if args.gpu else "cpu"
     with tempfile.TemporaryDirectory() as folder:
-        result = measure(args, device, folder)
-    print(f"{args.shape} on {device}, {args.images} photo-like JPEGs (made in {result['make_seconds']:.0f} s), "
+        result = measure(args, device, folder, args.data or folder)
+    print(f"{args.shape} on {device}, {args.images} photo-like JPEGs (written in {result['make_seconds']:.0f} s), "
           f"batch {args.batch_size}, {args.workers} decode workers, --decode {result['decode_mode']}: "
           f"bare forward {result['forward']:.1f}, decode + preprocess {result['decode']:.1f}, extract "
           f"{result['pipeline']:.1f} images/s steady (median of {args.repeats}); fixed cost "

@@ -109,7 +109,7 @@ def peak_bytes(arm: str, device: torch.device) -> int:
 
 def peak_bytes_fresh_process(arm: str) -> int:
     """peak_bytes in a new interpreter, so that one arm's high-water mark cannot hide the other's."""
-    done = subprocess.run([sys.executable, __file__, "--memory-arm", arm], check=True,
+    done = subprocess.run([sys.executable, __file__, "--memory-arm", arm, "--images", str(N)], check=True,
                           capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
 
@@ -118,9 +118,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5, help="timed steps per arm (median)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--images", type=int, default=N, help="N (the paper's batch: 64; fewer for a smoke test)")
     parser.add_argument("--gpu", action="store_true", help="run on cuda:0")
     parser.add_argument("--memory-arm", choices=ARMS, help=argparse.SUPPRESS)  # child process of the CPU run
     args = parser.parse_args()
+    global N
+    N = args.images
     device = torch.device("cuda:0" if args.gpu else "cpu")
     if args.memory_arm:
         print(json.dumps({"peak_bytes": peak_bytes(args.memory_arm, device)}))

@@ -17,6 +17,7 @@ from ovml.extract import device_decode
 from ovml.extract.backbone import import_clip
 from ovml.extract.device_decode import DevicePixels, resolve_decode
 from ovml.extract.images import ImageRows, collate, decode_bytes, decode_pixels, normalise
+from ovml.extract import runner
 from ovml.extract.runner import SteadyRate, run_extraction
 from tests.cache_arrays import all_arrays, assert_same_arrays
 from tests.folder_dataset import write_folder_dataset
@@ -130,3 +131,15 @@ def test_steady_rate_skips_the_first_round():
         steady.mark(images, now)
     assert steady.images == 12 and steady.seconds == pytest.approx(2.0)
     assert steady.images_per_second == pytest.approx(6.0)
+
+
+def test_several_writer_threads_write_the_same_cache(folder_dataset, tiny_clip, tmp_path, monkeypatch):
+    """On CUDA units are written by several threads; the cache and the errors list are the same."""
+    settings = dict(dataset="folder", root=folder_dataset, model=tiny_clip, workers=0, unit_rows=2, batch_size=2,
+                    progress=False, threads=2)
+    one = run_extraction(ExtractConfig(out=str(tmp_path / "one.zarr"), **settings))
+    monkeypatch.setattr(runner, "writer_threads", lambda store, backbone: 3)
+    three = run_extraction(ExtractConfig(out=str(tmp_path / "three.zarr"), **settings))
+    assert_same_arrays(all_arrays(str(tmp_path / "one.zarr")), all_arrays(str(tmp_path / "three.zarr")))
+    with open(one.errors_file) as left, open(three.errors_file) as right:
+        assert sorted(left) == sorted(right)
