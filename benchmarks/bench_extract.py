@@ -75,6 +75,7 @@ def pipeline(root: str, model: str, out: str, args: argparse.Namespace, device: 
 
 def measure(args: argparse.Namespace, device: str, folder: str, data: str) -> dict:
     """The three arms, `args.repeats` times, on the photos and model kept in `data`."""
+    os.makedirs(data, exist_ok=True)
     model = random_clip_file(data, args.shape)
     root = os.path.join(data, f"photos_{args.images}")
     started = time.perf_counter()

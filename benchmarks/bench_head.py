@@ -115,6 +115,7 @@ def peak_bytes_fresh_process(arm: str) -> int:
 
 
 def main() -> None:
+    global N
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5, help="timed steps per arm (median)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -122,7 +123,6 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="run on cuda:0")
     parser.add_argument("--memory-arm", choices=ARMS, help=argparse.SUPPRESS)  # child process of the CPU run
     args = parser.parse_args()
-    global N
     N = args.images
     device = torch.device("cuda:0" if args.gpu else "cpu")
     if args.memory_arm:

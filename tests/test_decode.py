@@ -16,7 +16,7 @@ from ovml.config import ExtractConfig
 from ovml.extract import device_decode
 from ovml.extract.backbone import import_clip
 from ovml.extract.device_decode import DevicePixels, resolve_decode
-from ovml.extract.images import ImageRows, collate, decode_bytes, decode_pixels, normalise
+from ovml.extract.images import ImageRows, collate, decode_pixels, normalise, open_rgb
 from ovml.extract import runner
 from ovml.extract.runner import SteadyRate, run_extraction
 from tests.cache_arrays import all_arrays, assert_same_arrays
@@ -38,7 +38,7 @@ def encoded(size: tuple[int, int], mode: str = "RGB", fmt: str = "JPEG", seed: i
 def test_pixels_then_normalise_is_clips_transform_bit_for_bit(size, mode, fmt):
     data = encoded(size, mode, fmt)
     for side in (96, 224):
-        reference, _ = decode_bytes(data, import_clip().clip._transform(side))
+        reference, _ = open_rgb(data, import_clip().clip._transform(side))
         pixels, reason = decode_pixels(data, side)
         assert reason == "" and pixels.dtype == torch.uint8 and pixels.shape == (3, side, side)
         assert torch.equal(normalise(pixels[None])[0], reference)

@@ -77,14 +77,15 @@ def unreadable_reason(err: Exception) -> str:
     return f"not a readable image ({type(err).__name__}: {err})".replace("\n", " ").replace("\t", " ")
 
 
-def decode_bytes(data: bytes, transform: Callable[[Image.Image], torch.Tensor]) -> tuple[torch.Tensor | None, str]:
-    """transform(the decoded RGB image), or (None, reason) when PIL cannot decode `data`."""
+def open_rgb(data: bytes, preprocess: Callable = lambda image: image) -> tuple[object | None, str]:
+    """`preprocess` of the 8-bit RGB image encoded in `data` (the image itself by default), or
+    (None, reason) for bytes that are not a safely decodable image (decompression bombs included)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             image.load()
-        return transform(to_rgb(image)), ""
+        return preprocess(to_rgb(image)), ""
     except Exception as err:  # PIL raises many types for corrupt files
         return None, unreadable_reason(err)
 
@@ -94,7 +95,7 @@ def decode(path: str, preprocess: Callable, file_check: FileCheck | None = None)
     data, reason = read_image_file(path, file_check)
     if data is None:
         return None, reason
-    return decode_bytes(data, preprocess)
+    return open_rgb(data, preprocess)
 
 
 def resized_size(width: int, height: int, side: int) -> tuple[int, int]:
@@ -141,7 +142,7 @@ def draft_pixels(data: bytes, side: int) -> torch.Tensor:
 def decode_pixels(data: bytes, side: int, draft: bool = False) -> tuple[torch.Tensor | None, str]:
     """uint8 (3, S, S) pixels of an image file's bytes, or (None, reason)."""
     if not draft:
-        return decode_bytes(data, lambda image: clip_pixels(image, side))
+        return open_rgb(data, lambda image: clip_pixels(image, side))
     try:
         return draft_pixels(data, side), ""
     except Exception as err:  # PIL raises many types for corrupt files
