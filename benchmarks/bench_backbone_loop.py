@@ -46,10 +46,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--shape", choices=["rn50", "tiny"], default="rn50", help="random-weight CLIP shape")
     args = parser.parse_args()
     device = "cuda:0" if args.gpu else "cpu"
     with tempfile.TemporaryDirectory() as folder:
-        model = random_clip_file(folder, "rn50")
+        model = random_clip_file(folder, args.shape)
         root = write_folder_dataset(os.path.join(folder, "data"), args.images)
         cache = os.path.join(folder, "c.zarr")
         run_extraction(ExtractConfig(dataset="folder", root=root, out=cache, model=model, device=device,
@@ -63,7 +64,7 @@ def main() -> None:
             paths = [os.path.join(root, i) for i in reader.image_ids("train")]
             backbone = load_backbone(model, device)
             looped = backbone_epoch(trainer, backbone, paths, labels, args.batch_size)
-    print(f"{args.images} images, batch {args.batch_size}, RN50 shapes, {device}: epoch from the cache "
+    print(f"{args.images} images, batch {args.batch_size}, {args.shape} shapes, {device}: epoch from the cache "
           f"{cached:.2f} s, with the backbone in the loop {looped:.2f} s")
     if args.json:
         with open(args.json, "w") as handle:

@@ -84,7 +84,8 @@ def test_device_decoding_path_on_the_cpu(tmp_path, monkeypatch):
             handle.write(data)
     items = [ImageRows(paths, 96, mode="gpu")[row] for row in range(len(paths))]
     batch = collate(items, side=96)
-    assert sorted(batch.jpegs) == [0, 1, 5]
+    assert batch.jpeg_index == [0, 1, 5] and [len(data) for data in batch.jpegs().values()] == [
+        len(files[name]) for name in ("photo.jpg", "grey.jpg", "other.jpg")]
     exact = [decode_pixels(data, 96) for data in files.values()]
     real_decode = device_decode.decode_jpegs
 

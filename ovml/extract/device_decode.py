@@ -86,21 +86,21 @@ class DevicePixels:
 
     def __call__(self, batch: DecodedBatch) -> torch.Tensor:
         pixels = batch.pixels.to(self.device, non_blocking=True)                  # (B, 3, S, S)
-        if batch.jpegs:
+        if batch.jpeg_index:
             self._decode_jpegs(batch, pixels)
         return pixels
 
     def _decode_jpegs(self, batch: DecodedBatch, pixels: torch.Tensor) -> None:
-        indices = sorted(batch.jpegs)
-        images = self._decode([batch.jpegs[i] for i in indices])
+        jpegs = batch.jpegs()
+        images = self._decode(list(jpegs.values()))
         by_size: dict[tuple, list[int]] = {}
-        for index, image in zip(indices, images):
+        for index, image in zip(jpegs, images):
             if image is None:
-                self._decode_on_cpu(batch, pixels, index)
+                self._decode_on_cpu(batch, pixels, index, jpegs[index])
             else:
                 by_size.setdefault(tuple(image.shape), []).append(index)
-        decoded = dict(zip(indices, images))
-        for group in by_size.values():
+        decoded = dict(zip(jpegs, images))
+        for group in by_size.values():                                            # same-sized images at once
             pixels[group] = fit(torch.stack([decoded[i] for i in group]), self.side)
 
     def _decode(self, datas: list[torch.Tensor]) -> list[torch.Tensor | None]:
@@ -118,9 +118,9 @@ class DevicePixels:
                 images.append(None)
         return images
 
-    def _decode_on_cpu(self, batch: DecodedBatch, pixels: torch.Tensor, index: int) -> None:
+    def _decode_on_cpu(self, batch: DecodedBatch, pixels: torch.Tensor, index: int, data: torch.Tensor) -> None:
         self.cpu_fallbacks += 1
-        decoded, reason = decode_pixels(batch.jpegs[index].numpy().tobytes(), self.side)
+        decoded, reason = decode_pixels(data.numpy().tobytes(), self.side)
         batch.reasons[index] = reason
         if decoded is not None:
             pixels[index] = decoded.to(self.device)

@@ -172,14 +172,21 @@ def gpu_decodable(data: bytes) -> bool:
 
 @dataclass
 class DecodedBatch:
-    """A batch from the decode workers: pixels (zeros where failed or still JPEG bytes), the JPEG
-    bytes left for the GPU by index in the batch, the failure reason per row, decode seconds."""
+    """A batch from the decode workers: pixels (zeros where a row failed or waits as JPEG bytes),
+    the failure reason per row, decode seconds, and in gpu mode the JPEG files left for the device
+    decoder, packed into one tensor (one shared-memory block per batch, not one per file)."""
 
     rows: torch.Tensor                  # (B,) int64 row numbers in the split
     pixels: torch.Tensor                # (B, 3, S, S) uint8
-    jpegs: dict[int, torch.Tensor]      # batch index -> (bytes,) uint8, gpu mode only
     reasons: list[str]                  # "" where the row decoded
     seconds: float                      # decode seconds summed over the rows
+    jpeg_index: list[int]               # batch positions whose file waits as JPEG bytes
+    jpeg_data: torch.Tensor             # those files' bytes one after another, uint8
+    jpeg_sizes: list[int]               # and their lengths
+
+    def jpegs(self) -> dict[int, torch.Tensor]:
+        """Batch position -> that file's bytes (a view into `jpeg_data`)."""
+        return dict(zip(self.jpeg_index, torch.split(self.jpeg_data, self.jpeg_sizes)))
 
     def pin_memory(self) -> "DecodedBatch":
         """Called by the DataLoader's pinning thread on CUDA, so the copy to the GPU is asynchronous."""
@@ -194,8 +201,11 @@ def collate(items: list[tuple], side: int) -> DecodedBatch:
     for index, item in enumerate(items):
         if item[1] is not None:
             pixels[index] = item[1]
-    jpegs = {index: item[2] for index, item in enumerate(items) if item[2] is not None}
-    return DecodedBatch(rows, pixels, jpegs, [item[3] for item in items], sum(item[4] for item in items))
+    waiting = [(index, item[2]) for index, item in enumerate(items) if item[2] is not None]
+    data = torch.frombuffer(bytearray(b"".join(jpeg for _, jpeg in waiting)) or bytearray(1), dtype=torch.uint8)
+    return DecodedBatch(rows, pixels, [item[3] for item in items], sum(item[4] for item in items),
+                        [index for index, _ in waiting], data[:sum(len(jpeg) for _, jpeg in waiting)],
+                        [len(jpeg) for _, jpeg in waiting])
 
 
 class ImageRows(torch.utils.data.Dataset):
@@ -222,7 +232,7 @@ class ImageRows(torch.utils.data.Dataset):
         data, reason = read_image_file(self.paths[row], self.file_check)
         pixels = jpeg = None
         if data is not None and self.mode == "gpu" and gpu_decodable(data):
-            jpeg = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            jpeg = data
         elif data is not None:
             pixels, reason = decode_pixels(data, self.resolution, draft=self.mode == "draft")
         return row, pixels, jpeg, reason, time.perf_counter() - started
