@@ -40,10 +40,10 @@ if [ "$SMOKE" = 1 ]; then     # tiny sizes, one CPU thread each (a shared CPU st
 else                          # seconds per step, 470 in all: the suite ends within 8 minutes
     DEVICE=(--gpu)
     B1=(--shape rn50 --images 8192 --batch-size 128 --unit-rows 128 --workers "$CORES" --repeats 2)
-    B2=(--images 4096 --epochs 3)
+    B2=(--images 1024 --epochs 3)
     B3=(--images 1024 --batch-size 64)
     B6=(--reps 9)
-    AMP=(--train-images 2048 --epochs 2)
+    AMP=(--train-images 1024 --epochs 2)
     LIMITS=(110 70 70 60 40 40 80)
 fi
 
