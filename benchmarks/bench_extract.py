@@ -39,18 +39,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def forward_rate(backbone: Backbone, pixels: torch.Tensor, batch: int) -> float:
-    """Images/s of the bare forward: pre-decoded pixels (pinned on CUDA) -> device -> normalise ->
-    CLIP -> float16 features back on the host, no decode and no writes."""
+def forward_rate(backbone: Backbone, pixels: torch.Tensor, batches: list[list[int]]) -> float:
+    """Images/s of the bare forward over the same batches as `extract`: pre-decoded pixels (one
+    batch's worth, pinned on CUDA, reused) -> device -> normalise -> CLIP -> float16 features
+    back on the host; no decode and no writes."""
     device = backbone.device
     sync(device)
     started = time.perf_counter()
-    for start in range(0, len(pixels), batch):
-        images = pixels[start:start + batch].to(device, non_blocking=True)
+    for batch in batches:
+        images = pixels[:len(batch)].to(device, non_blocking=True)
         spatial, global_embedding = backbone.encode(normalise(images))
         spatial.half().to("cpu", non_blocking=True), global_embedding.half().to("cpu", non_blocking=True)
     sync(device)
-    return len(pixels) / (time.perf_counter() - started)
+    return sum(len(batch) for batch in batches) / (time.perf_counter() - started)
 
 
 def decode_rate(root: str, batches: list[list[int]], backbone: Backbone, decode: str, workers: int) -> float:
@@ -89,15 +90,16 @@ def measure(args: argparse.Namespace, device: str, folder: str, data: str) -> di
     split = open_dataset("folder", root).splits["train"]
     batches = unit_batches(list(range(-(-len(split) // args.unit_rows))), args.unit_rows, len(split),
                            args.batch_size)
-    pixels = torch.stack([decode_pixels(read_image_file(p)[0], backbone.input_resolution)[0] for p in split.paths])
+    pixels = torch.stack([decode_pixels(read_image_file(p)[0], backbone.input_resolution)[0]
+                          for p in split.paths[:args.batch_size]])                  # (B, 3, S, S)
     if backbone.device.type == "cuda":
         pixels = pixels.pin_memory()
     out = os.path.join(folder, "cache.zarr")
     pipeline(root, model, out, args, device)        # warm-up: page cache, thread pools, cuDNN autotuning
-    forward_rate(backbone, pixels[:args.batch_size * 2], args.batch_size)
+    forward_rate(backbone, pixels, batches[:2])
     reps = []
     for rep in range(args.repeats):
-        forward = forward_rate(backbone, pixels, args.batch_size)
+        forward = forward_rate(backbone, pixels, batches)
         decoded = decode_rate(root, batches, backbone, decode, args.workers)
         summary = pipeline(root, model, out, args, device)
         steady = summary.steady.images_per_second
