@@ -6,6 +6,7 @@ backbone in the loop (decode, CLIP RN50 forward, then the same head step), rando
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -30,7 +31,7 @@ def backbone_epoch(trainer: Trainer, backbone, paths: list[str], labels, batch: 
     for start in range(0, len(paths), batch):
         images = torch.stack([decode(p, backbone.preprocess)[0] for p in paths[start:start + batch]])
         spatial, global_embedding = backbone.encode(images)
-        rows = {"spatial": spatial.half().numpy(), "global": global_embedding.half().numpy(),
+        rows = {"spatial": spatial.half().cpu().numpy(), "global": global_embedding.half().cpu().numpy(),
                 "labels": labels[start:start + batch]}
         loss, _ = trainer.loss(rows, generator)
         trainer.optimizer.zero_grad()
@@ -44,10 +45,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--shape", choices=["rn50", "tiny"], default="rn50", help="random-weight CLIP shape")
     args = parser.parse_args()
     device = "cuda:0" if args.gpu else "cpu"
     with tempfile.TemporaryDirectory() as folder:
-        model = random_clip_file(folder, "rn50")
+        model = random_clip_file(folder, args.shape)
         root = write_folder_dataset(os.path.join(folder, "data"), args.images)
         cache = os.path.join(folder, "c.zarr")
         run_extraction(ExtractConfig(dataset="folder", root=root, out=cache, model=model, device=device,
@@ -61,8 +64,12 @@ def main() -> None:
             paths = [os.path.join(root, i) for i in reader.image_ids("train")]
             backbone = load_backbone(model, device)
             looped = backbone_epoch(trainer, backbone, paths, labels, args.batch_size)
-    print(f"{args.images} images, batch {args.batch_size}, RN50 shapes, {device}: epoch from the cache "
+    print(f"{args.images} images, batch {args.batch_size}, {args.shape} shapes, {device}: epoch from the cache "
           f"{cached:.2f} s, with the backbone in the loop {looped:.2f} s")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"B3": {"device": device, "images": args.images, "cached_seconds": cached,
+                              "backbone_loop_seconds": looped, "ratio": looped / cached}}, handle, indent=2)
     print(f"RATIO B3 {looped / cached:.1f} backbone-in-loop-seconds / cached-seconds "
           f"({args.images} images, one epoch, {device})")
 

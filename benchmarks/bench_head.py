@@ -2,10 +2,15 @@
 
 Forward + backward of the attention head at N=64 images, L=925 labels (NUS-WIDE seen), HW=49,
 C=2048, D=1024, 32 heads, random weights, float32, inputs frozen as in training (the gradient
-reaches the head's parameters only). "literal" applies F_o to every (image, label) pair
-(N L C D multiply-adds); "fused" projects each head's values by its slice of F_o once per image,
-then contracts over (head, token) pairs (N HW C D + N L h HW D). Both arms share the weights and
-inputs, are interleaved rep by rep (median seconds), and must agree to float rounding.
+reaches the head's parameters only). "literal" computes the head as METHOD.md writes it: tokens
+z = x + p projected by F_k and F_v for every image, F_o applied to every (image, label) pair
+(N L C D multiply-adds). "fused" is what training runs at these shapes: each head's values are
+projected by its slice of F_o once per image, then contracted over (head, token) pairs
+(N HW C D + N L h HW D), and the positional term is projected once instead of once per image
+(which spares the N HW C^2 input gradients that only p needs). Both arms share the weights and
+inputs and must agree to float rounding. Each repetition times both arms back to back (order
+alternating); the ratio is the median of the repetitions' ratios, so that a shared machine's
+drift hits both arms of a repetition alike.
 
 Peak memory on the CPU is the resident-set high-water mark (VmHWM, Linux /proc) of a fresh
 process running one step, minus its resident set just before the step: everything the step
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -23,7 +29,8 @@ import time
 
 import torch
 
-from ovml.heads.attention import OVMLHead
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from ovml.heads.attention import OVMLHead  # noqa: E402
 
 N, L, HW, C, D, HEADS = 64, 925, 49, 2048, 1024, 32
 ARMS = ("literal", "fused")
@@ -68,8 +75,8 @@ def time_arms(device: torch.device, reps: int) -> tuple[dict[str, list[float]], 
                  / max(float(g.abs().max()) for g in grads_a.values()))
     del results
     times = {arm: [] for arm in ARMS}
-    for _ in range(reps):
-        for arm in ARMS:
+    for rep in range(reps):
+        for arm in ARMS if rep % 2 == 0 else ARMS[::-1]:
             sync(device)
             started = time.perf_counter()
             step(head, inputs, upstream, arm)
@@ -102,17 +109,21 @@ def peak_bytes(arm: str, device: torch.device) -> int:
 
 def peak_bytes_fresh_process(arm: str) -> int:
     """peak_bytes in a new interpreter, so that one arm's high-water mark cannot hide the other's."""
-    done = subprocess.run([sys.executable, __file__, "--memory-arm", arm], check=True,
+    done = subprocess.run([sys.executable, __file__, "--memory-arm", arm, "--images", str(N)], check=True,
                           capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
 def main() -> None:
+    global N
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3, help="timed steps per arm (median)")
+    parser.add_argument("--reps", type=int, default=5, help="timed steps per arm (median)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--images", type=int, default=N, help="N (the paper's batch: 64; fewer for a smoke test)")
     parser.add_argument("--gpu", action="store_true", help="run on cuda:0")
     parser.add_argument("--memory-arm", choices=ARMS, help=argparse.SUPPRESS)  # child process of the CPU run
     args = parser.parse_args()
+    N = args.images
     device = torch.device("cuda:0" if args.gpu else "cpu")
     if args.memory_arm:
         print(json.dumps({"peak_bytes": peak_bytes(args.memory_arm, device)}))
@@ -129,11 +140,17 @@ def main() -> None:
     peaks = {arm: peak_bytes(arm, device) if args.gpu else peak_bytes_fresh_process(arm) for arm in ARMS}
     what = "max_memory_allocated" if args.gpu else "peak RSS over pre-step RSS"
     medians = {arm: statistics.median(values) for arm, values in times.items()}
+    ratio = statistics.median(a / b for a, b in zip(times["literal"], times["fused"]))
     for arm in ARMS:
         print(f"{arm:8s} median {medians[arm]:7.3f} s  (reps: {', '.join(f'{t:.3f}' for t in times[arm])})  "
               f"peak {peaks[arm] / 2 ** 20:7.0f} MiB ({what})")
-    print(f"RATIO B6 {medians['literal'] / medians['fused']:.2f} literal-seconds / fused-seconds "
-          f"(N={N} L={L} HW={HW} C={C} D={D} h={HEADS}, fwd+bwd)")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"B6": {"device": str(device), "seconds": medians, "reps": times, "ratio": ratio,
+                              "peak_mib": {arm: peaks[arm] / 2 ** 20 for arm in ARMS},
+                              "output_difference": out_diff, "gradient_difference": grad_diff}}, handle, indent=2)
+    print(f"RATIO B6 {ratio:.2f} literal-seconds / fused-seconds (median of {args.reps} paired repetitions; "
+          f"N={N} L={L} HW={HW} C={C} D={D} h={HEADS}, fwd+bwd)")
 
 
 if __name__ == "__main__":

@@ -48,9 +48,72 @@ def write_images(folder: str, count: int, size: tuple[int, int] = (320, 256), se
     return paths
 
 
-def write_folder_dataset(folder: str, count: int, labels: int = 20, seed: int = 0) -> str:
-    """A folder dataset (classes.csv, labels.csv) over generated images."""
-    paths = write_images(folder, count, seed=seed)
+# Sizes of real photos: NUS-WIDE / Flickr "medium" (500 px), COCO (640 px), Open Images (1024 px).
+PHOTO_SIZES = ((500, 375), (375, 500), (500, 333), (640, 480), (480, 640), (640, 427), (800, 600),
+               (1024, 768), (768, 1024), (1024, 683))
+
+
+def photo_like(size: tuple[int, int], seed: int) -> Image.Image:
+    """A photo-like RGB image: a smooth two-colour gradient, forty soft-edged shapes from 1 % to
+    50 % of the frame, fine texture and sensor noise, so that JPEG and resampling see photo
+    statistics (about 1.5 bits per pixel at quality 90)."""
+    from PIL import ImageDraw, ImageFilter
+    rng = np.random.default_rng(seed)
+    width, height = size
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * xs / width + np.sin(angle) * ys / height + 1) / 2        # (H, W) in [0, 1]
+    low, high = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    pixels = low + ramp[..., None] * (high - low)                                   # (H, W, 3)
+    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(40):
+        box_w, box_h = np.exp(rng.uniform(np.log(0.01), np.log(0.5), 2)) * (width, height)
+        x, y = rng.uniform(-0.1, 1) * width, rng.uniform(-0.1, 1) * height
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        shape = rng.integers(3)
+        if shape == 0:
+            draw.ellipse((x, y, x + box_w, y + box_h), fill=colour)
+        elif shape == 1:
+            draw.rectangle((x, y, x + box_w, y + box_h), fill=colour)
+        else:
+            points = [(x + rng.uniform(0, box_w), y + rng.uniform(0, box_h)) for _ in range(5)]
+            draw.polygon(points, fill=colour)
+    image = image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.5, 2.0))))
+    texture = 128 + rng.standard_normal((height // 4 + 1, width // 4 + 1, 3), dtype=np.float32) * 8
+    texture = Image.fromarray(np.clip(texture, 0, 255).astype(np.uint8), "RGB").resize(size, Image.BICUBIC)
+    noisy = (np.asarray(image, dtype=np.float32) + np.asarray(texture, dtype=np.float32) - 128 +
+             rng.standard_normal((height, width, 3), dtype=np.float32) * 2)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
+
+
+def _write_photo(job: tuple[str, tuple[int, int], int]) -> None:
+    path, size, seed = job
+    photo_like(size, seed).save(path, quality=90)
+
+
+def write_photos(folder: str, count: int, seed: int = 0, processes: int = 1) -> list[str]:
+    """`count` photo-like JPEGs (quality 90) of real photo sizes under folder/img; returns the
+    paths relative to `folder`. `processes` > 1 writes them in a process pool."""
+    os.makedirs(os.path.join(folder, "img"), exist_ok=True)
+    paths = [f"img/{i:05d}.jpg" for i in range(count)]
+    jobs = [(os.path.join(folder, path), PHOTO_SIZES[(seed + i) % len(PHOTO_SIZES)], seed * 1_000_003 + i)
+            for i, path in enumerate(paths)]
+    if processes > 1:
+        import multiprocessing
+        with multiprocessing.Pool(processes) as pool:
+            pool.map(_write_photo, jobs, chunksize=16)
+    else:
+        for job in jobs:
+            _write_photo(job)
+    return paths
+
+
+def write_folder_dataset(folder: str, count: int, labels: int = 20, seed: int = 0, photos: bool = False,
+                         processes: int = 1) -> str:
+    """A folder dataset (classes.csv, labels.csv) over generated images: small smooth JPEGs, or
+    with `photos` photo-like JPEGs of real sizes."""
+    paths = write_photos(folder, count, seed, processes) if photos else write_images(folder, count, seed=seed)
     rng = np.random.default_rng(seed)
     names = [f"label_{j:03d}" for j in range(labels)]
     with open(os.path.join(folder, "classes.csv"), "w") as handle:

@@ -20,6 +20,9 @@ class ExtractConfig:
     splits: tuple[str, ...] | None = None  # splits to extract (None: all the adapter offers)
     batch_size: int = 64                 # images per forward pass
     workers: int = 2                     # decode processes of the DataLoader
+    decode: str = "exact"                # exact (clip's preprocessing, bit for bit), draft (JPEGs >= 2x the
+                                         # input decoded at 1/2-1/8 scale in the DCT domain), gpu (JPEGs
+                                         # decoded on the CUDA device; CPU exact where it cannot)
     unit_rows: int = 64                  # R: rows per chunk and per work unit
     prompts: str | None = None           # None (CLIP's default), 'imagenet80', or a file
     limit: int | None = None             # first N images of each split only
@@ -66,6 +69,8 @@ class TrainConfig:
     pseudo_unseen: float = 0.0           # seen labels held out of training, for `eval --alpha auto`
     seed: int = 0                        # every random choice derives from it
     device: str = "cpu"                  # torch device
+    amp: str | None = None               # bf16 or fp16: autocast the head on CUDA (None: float32;
+                                         # ignored, with a note, on other devices)
     split: str = "train"                 # cache split to train on
     in_memory: bool = False              # load the whole split into RAM first
     shuffle_buffer: int = 8              # chunks mixed in the shuffle buffer when streaming
@@ -93,6 +98,8 @@ class EvalConfig:
     baselines: tuple[str, ...] = ("clip-ml", "dense")  # training-free rows
     out: str | None = None               # folder for metrics.json, report.md and plots
     device: str = "cpu"                  # torch device
+    amp: str | None = None               # bf16 or fp16: autocast the head on CUDA (None: float32;
+                                         # ignored, with a note, on other devices)
     image_split: str = "test"            # cache split holding the test images
     batch_size: int = 256                # images scored at a time
     dense_top_k: int = 3                 # dense CLIP: mean of the top-k location scores

@@ -35,6 +35,13 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     return LogProgress(iterable, total=total, desc=desc, unit=unit, stream=stream, silent=chosen == "off")
 
 
+def notice(message: str | None, enabled: bool = True, stream: TextIO | None = None) -> None:
+    """One plain line to stderr (a fallback taken, an option ignored), unless there is none, it
+    is disabled, or `OVML_PROGRESS=off`."""
+    if message and enabled and style(stream or sys.stderr) != "off":
+        print(message, file=stream or sys.stderr, flush=True)
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \

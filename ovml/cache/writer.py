@@ -46,10 +46,11 @@ class CachePlan:
     def fingerprint(self) -> dict:
         """What must match for a rerun to resume an existing cache instead of refusing it."""
         label_digest = hashlib.sha256("\n".join(self.labels.ids).encode()).hexdigest()
+        decode = self.backbone.get("decode", "exact")   # only a non-default decode is recorded
         return {"model": self.backbone["name"], "weights_sha256": self.backbone["weights_sha256"],
                 "dataset": self.dataset.get("name"), "root": self.dataset.get("root"),
                 "splits": dict(self.split_rows), "unit_rows": self.unit_rows,
-                "label_ids_sha256": label_digest}
+                "label_ids_sha256": label_digest} | ({"decode": decode} if decode != "exact" else {})
 
 
 @dataclass
@@ -137,7 +138,7 @@ def open_existing(path: str, plan: CachePlan, overwrite: bool = False) -> backen
     new = json.loads(json.dumps(plan.fingerprint()))
     if old != new:
         store.close()
-        changed = sorted(k for k in new if old.get(k) != new[k])
+        changed = sorted(k for k in set(new) | set(old) if old.get(k) != new.get(k))
         raise CacheError(f"{path}: an existing cache made with a different {', '.join(changed)}; "
                          "pass --overwrite to replace it, or choose another --out")
     return store

@@ -32,6 +32,13 @@ def device_options(command):
     return click.option("--gpu", type=int, default=None, help="Use cuda:N.")(command)
 
 
+def amp_option(command):
+    """`--amp bf16|fp16`: mixed precision for the head on CUDA (ignored, said once, elsewhere)."""
+    return click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=None,
+                        help="Autocast the head in bf16 or fp16 on CUDA (fp16 adds loss scaling); "
+                        "on the CPU the head stays float32 and a line says so.")(command)
+
+
 def resolve_device(gpu: int | None, device: str | None) -> str:
     """The torch device named by `--gpu` or `--device` (cpu when neither is given)."""
     if gpu is not None and device is not None:

@@ -5,7 +5,7 @@ import os
 
 import click
 
-from .common import device_options, parse_floats, resolve_device, user_errors
+from .common import amp_option, device_options, parse_floats, resolve_device, user_errors
 
 
 def parse_alphas(alpha: str) -> tuple[tuple[float, ...], bool]:
@@ -36,10 +36,11 @@ def parse_alphas(alpha: str) -> tuple[tuple[float, ...], bool]:
               help="Folder for the temporary score store, deleted afterwards; about 4 bytes x annotated "
                    "entries x scored rows [default: the system's temp folder].")
 @device_options
+@amp_option
 @click.option("--allow-partial", is_flag=True, help="Evaluate the finished units of an incomplete cache.")
 @user_errors
 def eval_command(cache, heads, split, alpha, ks, baselines, dense_top_k, out, as_json, image_split, batch_size,
-                 scratch, gpu, device, allow_partial) -> None:
+                 scratch, gpu, device, amp, allow_partial) -> None:
     """Score ZSL/GZSL with LESA's protocol: CLIP-ML, dense CLIP and trained heads at each alpha."""
     import json
     from ..config import EvalConfig
@@ -57,7 +58,7 @@ def eval_command(cache, heads, split, alpha, ks, baselines, dense_top_k, out, as
     config = EvalConfig(cache=cache, heads=tuple(heads), split=split, alphas=alphas, alpha_auto=auto,
                         ks=tuple(int(k) for k in parse_floats(ks, "--k")) if ks else None,
                         baselines=() if baselines == "none" else tuple(b.strip() for b in baselines.split(",")),
-                        out=out, device=resolve_device(gpu, device), image_split=image_split,
+                        out=out, device=resolve_device(gpu, device), amp=amp, image_split=image_split,
                         batch_size=batch_size, dense_top_k=dense_top_k, allow_partial=allow_partial,
                         scratch=scratch, progress=not as_json)
     evaluation, written = evaluate_and_report(config)

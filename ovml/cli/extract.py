@@ -28,6 +28,10 @@ def default_out(dataset: str, root: str) -> str:
 @click.option("--splits", default=None, help="Comma-separated splits [default: all].")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Image decode processes.")
+@click.option("--decode", type=click.Choice(["exact", "draft", "gpu"]), default="exact", show_default=True,
+              help="exact: clip's preprocessing, bit for bit; draft: JPEGs at least twice the input size "
+              "decoded at reduced scale (faster, features slightly different; see the README); gpu: JPEGs "
+              "decoded on the CUDA device (CPU exact where it cannot, said once).")
 @click.option("--unit-rows", type=click.IntRange(1), default=64, show_default=True,
               help="Rows per chunk and work unit (resume granularity).")
 @click.option("--prompts", default=None, help="'imagenet80' or a file with one template per line "
@@ -44,7 +48,7 @@ def default_out(dataset: str, root: str) -> str:
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="torch CPU threads [default: torch's; Dask workers get the coordinator's].")
 @user_errors
-def extract(dataset, root, out, model, gpu, device, splits, batch_size, workers, unit_rows, prompts,
+def extract(dataset, root, out, model, gpu, device, splits, batch_size, workers, decode, unit_rows, prompts,
             limit, dask, strict, overwrite, download_root, images, unseen, placeholder, threads) -> None:
     """Run CLIP's image tower once and write X', CLIP's global feature, labels and text to a cache.
 
@@ -59,7 +63,7 @@ def extract(dataset, root, out, model, gpu, device, splits, batch_size, workers,
         raise click.UsageError("--dask needs a Zarr store: HDF5 has a single writer, so workers cannot "
                                "write their units into it concurrently")
     config = ExtractConfig(dataset=dataset, root=root, out=out, model=model, device=resolve_device(gpu, device),
-                           splits=split_list(splits), batch_size=batch_size, workers=workers,
+                           splits=split_list(splits), batch_size=batch_size, workers=workers, decode=decode,
                            unit_rows=unit_rows, prompts=prompts, limit=limit, dask=dask, strict=strict,
                            overwrite=overwrite, download_root=download_root, images=images, unseen=unseen,
                            placeholder=placeholder, threads=threads)

@@ -5,7 +5,8 @@ import os
 
 import click
 
-from .common import AUTO_OR_FLOAT, HEADS_OR_POOL, NAMES, SCALES, device_options, resolve_device, user_errors
+from .common import (AUTO_OR_FLOAT, HEADS_OR_POOL, NAMES, SCALES, amp_option, device_options, resolve_device,
+                     user_errors)
 
 
 @click.command("train-head")
@@ -53,6 +54,7 @@ from .common import AUTO_OR_FLOAT, HEADS_OR_POOL, NAMES, SCALES, device_options,
               help="Seen labels held out of training for `eval --alpha auto`.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_options
+@amp_option
 @click.option("--in-memory", is_flag=True, help="Read the split into RAM once instead of streaming.")
 @click.option("--shuffle-buffer", type=click.IntRange(1), default=8, show_default=True,
               help="Chunks mixed together when streaming.")
@@ -65,7 +67,7 @@ def train_head(cache, out, head_name, epochs, batch_size, lr, lr_range_steps, we
                no_contrastive, tau, logit_scale, rank_loss, q_init, attention_scales, attention_top_k, frozen,
                attention_heads, paper, negatives,
                val_fraction,
-               pseudo_unseen, seed, gpu, device, in_memory, shuffle_buffer, split, allow_partial, resume,
+               pseudo_unseen, seed, gpu, device, amp, in_memory, shuffle_buffer, split, allow_partial, resume,
                overwrite) -> None:
     """Train a head on the cache's seen labels (the backbone never runs).
 
@@ -91,7 +93,7 @@ def train_head(cache, out, head_name, epochs, batch_size, lr, lr_range_steps, we
                          lr_range_steps=lr_range_steps, weight_decay=weight_decay,
                          contrastive_weight=0.0 if no_contrastive else contrastive_weight, tau=tau,
                          rank_loss=rank_loss, negatives=negatives, val_fraction=val_fraction,
-                         pseudo_unseen=pseudo_unseen, seed=seed, device=resolve_device(gpu, device), split=split,
+                         pseudo_unseen=pseudo_unseen, seed=seed, device=resolve_device(gpu, device), amp=amp, split=split,
                          in_memory=in_memory, shuffle_buffer=shuffle_buffer, allow_partial=allow_partial, **settings)
     result = run_training(config, resume=resume, overwrite=overwrite)
     best = "n/a" if result.best_val_map is None else f"{result.best_val_map:.2f}"

@@ -65,7 +65,8 @@ def extract_units_task(config: ExtractConfig, split: str, units: list[int]) -> d
         failures = extract_split(config, backbone, store, splits[split], todo, summary, errors_file=None)
     finally:
         store.close()
-    return {"images": summary.images, "failures": failures, "units": len(units), "phases": summary.phases}
+    return {"images": summary.images, "failures": failures, "units": len(units), "phases": summary.phases,
+            "notes": summary.notes}
 
 
 def connect(spec: str):
@@ -134,5 +135,7 @@ def run_tasks(job: Job, client, config: ExtractConfig) -> None:
                 split, image, reason = result["failures"][0]
                 raise ExtractError(f"{image}: {reason} (--strict)")
         job.summary.phases.add(result["phases"])
+        for note in result["notes"]:
+            job.summary.note(note, job.config.progress)
         bar.update(1)
     bar.close()

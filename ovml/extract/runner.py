@@ -1,12 +1,15 @@
 """Stage 1: images -> CLIP once -> the cache, in resumable work units.
 
-Reader (DataLoader of decode processes) -> mapper (the backbone) -> writer (a thread with a
-bounded queue), with per-phase timings. A rerun of the same command resumes: finished units are
-skipped, any other unit is redone whole, `complete` is written last.
+Reader (DataLoader of decode processes, uint8 pixels in pinned memory on CUDA) -> mapper (the
+backbone; on CUDA each batch's features are copied back without waiting while the next batch
+runs) -> writer (a thread with a bounded queue), with per-phase timings and the steady-state
+rate reported apart from the fixed start-up. A rerun of the same command resumes: finished
+units are skipped, any other unit is redone whole, `complete` is written last.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,10 +21,11 @@ from ..cache import store as backends
 from ..cache.writer import (CachePlan, LabelTable, UnitRows, create_cache, mark_complete,
                             open_existing, pending_units, unit_bounds)
 from ..config import ExtractConfig
-from ..progress import progress
+from ..progress import notice, progress
 from .backbone import Backbone, load_backbone
 from .datasets import DatasetSource, Split, open_dataset
-from .images import ImageRows
+from .device_decode import DevicePixels, resolve_decode
+from .images import DecodedBatch, ImageRows, collate, normalise
 from .text import embed_labels, load_prompts
 from .unit_writer import UnitWriter
 
@@ -56,11 +60,26 @@ class ExtractSummary:
     resumed: bool = False
     units_skipped: int = 0
     phases: PhaseTimes = field(default_factory=PhaseTimes)
+    steady: "SteadyRate" = field(default_factory=lambda: SteadyRate(1))  # summed over splits
     errors_file: str | None = None
+    notes: list[str] = field(default_factory=list)   # one line each: a fallback, a setting ignored
 
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
+
+    @property
+    def fixed_seconds(self) -> float:
+        """What the run took beyond its images at the steady rate: model load, text embeddings,
+        store layout, the decode workers' start and first round, the last writes, `complete`."""
+        rate = self.steady.images_per_second
+        return max(0.0, self.seconds - self.images / rate) if rate else self.seconds
+
+    def note(self, message: str | None, show: bool) -> None:
+        """Record a one-line note once (and print it to stderr now when `show`)."""
+        if message and message not in self.notes:
+            self.notes.append(message)
+            notice(message, show)
 
     def lines(self) -> list[str]:
         """The human summary printed at the end of a run."""
@@ -70,10 +89,39 @@ class ExtractSummary:
             first += f"; resumed, {self.units_skipped} finished units skipped"
         phases = (f"phases: decode {self.phases.decode:.1f} s (summed over workers), "
                   f"forward {self.phases.forward:.1f} s, write {self.phases.write:.1f} s")
-        lines = [first, phases]
+        if self.steady.images:
+            phases += (f"; steady state {self.steady.images_per_second:.1f} images/s after "
+                       f"{self.fixed_seconds:.1f} s of fixed cost (start-up, loader fill, last writes)")
+        lines = [first, phases] + self.notes
         if self.errors_file:
             lines.append(f"unreadable images listed in {self.errors_file}")
         return lines
+
+
+class SteadyRate:
+    """Images per second once a loader runs full: the batches after its first `skip` (the
+    workers' first round, decoded while they started up) over the time since that round."""
+
+    def __init__(self, skip: int):
+        self.skip, self.batches, self.images, self.seconds = skip, 0, 0, 0.0
+        self._last = 0.0
+
+    def mark(self, images: int, now: float | None = None) -> None:
+        """A batch of `images` was handed on at `now` (default: the current perf_counter)."""
+        now = time.perf_counter() if now is None else now
+        self.batches += 1
+        if self.batches > self.skip:
+            self.images += images
+            self.seconds += now - self._last
+        self._last = now
+
+    def add(self, other: "SteadyRate") -> None:
+        self.images += other.images
+        self.seconds += other.seconds
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
 
 
 @dataclass
@@ -114,10 +162,14 @@ def select_splits(source: DatasetSource, names: tuple[str, ...] | None, limit: i
 
 def make_plan(config: ExtractConfig, source: DatasetSource, splits: dict[str, Split],
               backbone: Backbone, prompts: list[str]) -> CachePlan:
-    """The cache layout for this run (text embeddings filled in only when the cache is created)."""
+    """The cache layout for this run (text embeddings filled in only when the cache is created).
+    A decode other than exact is recorded in the `backbone` attribute, so a rerun that would
+    mix decodes in one cache is refused."""
     vocabulary = source.vocabulary
     labels = LabelTable(list(vocabulary.names), list(vocabulary.ids), vocabulary.seen, None)
-    return CachePlan(backbone.describe(), source.describe(), prompts, labels,
+    decode, _ = resolve_decode(config.decode, backbone.device)
+    described = backbone.describe() | ({"decode": decode} if decode != "exact" else {})
+    return CachePlan(described, source.describe(), prompts, labels,
                      backbone.pool_weights(), backbone.num_heads,
                      {name: len(split) for name, split in splits.items()}, config.unit_rows)
 
@@ -172,6 +224,48 @@ class UnitAssembler:
                         list(ids), ok, failures)
 
 
+@dataclass
+class BatchFeatures:
+    """One batch's features on their way to the host: on CUDA the copies into pinned memory run
+    while the next batch is computed, and `ready` waits for them."""
+
+    rows: np.ndarray
+    reasons: list[str]
+    spatial: torch.Tensor             # (B, HW, C) float16
+    global_embedding: torch.Tensor    # (B, D) float16
+    copied: "torch.cuda.Event | None"
+
+    @classmethod
+    def start(cls, batch: DecodedBatch, spatial: torch.Tensor, global_embedding: torch.Tensor) -> "BatchFeatures":
+        if not spatial.is_cuda:
+            return cls(batch.rows.numpy(), batch.reasons, spatial.half(), global_embedding.half(), None)
+        spatial = spatial.half().contiguous().to("cpu", non_blocking=True)        # pinned destination
+        global_embedding = global_embedding.half().to("cpu", non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        return cls(batch.rows.numpy(), batch.reasons, spatial, global_embedding, copied)
+
+    def ready(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.copied is not None:
+            self.copied.synchronize()
+        return self.spatial.numpy(), self.global_embedding.numpy()
+
+
+def writer_threads(store: backends.Store, backbone: Backbone) -> int:
+    """Threads writing units: 4 for a Zarr store fed by a GPU, else one (HDF5 has a single writer,
+    and on the CPU the forward is slower than one thread's compression)."""
+    return 4 if backbone.device.type == "cuda" and not backends.is_hdf5(store.path) else 1
+
+
+def image_loader(split: Split, batches: list[list[int]], resolution: int, decode: str, workers: int,
+                 device: torch.device) -> torch.utils.data.DataLoader:
+    """Decode processes yielding DecodedBatches of the given row batches (pinned on CUDA)."""
+    rows = ImageRows(split.paths, resolution, split.file_check, decode)
+    return torch.utils.data.DataLoader(
+        rows, batch_sampler=batches, num_workers=workers, collate_fn=functools.partial(collate, side=resolution),
+        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None, persistent_workers=False)
+
+
 def extract_split(config: ExtractConfig, backbone: Backbone, store: backends.Store, split: Split,
                   units: list[int], summary: ExtractSummary, errors_file: str | None) -> list:
     """Extract the given units of one split into the open store; returns the failures
@@ -179,33 +273,44 @@ def extract_split(config: ExtractConfig, backbone: Backbone, store: backends.Sto
     batches = unit_batches(units, config.unit_rows, len(split), config.batch_size)
     if not batches:
         return []
-    rows = ImageRows(split.paths, backbone.preprocess, backbone.input_resolution, split.file_check)
-    loader = torch.utils.data.DataLoader(
-        rows, batch_sampler=batches, num_workers=config.workers,
-        pin_memory=backbone.device.type == "cuda", prefetch_factor=4 if config.workers else None,
-        persistent_workers=False)
-    total = sum(len(b) for b in batches)
-    bar = progress(total=total, desc=f"extract {split.name}", unit="img", enabled=config.progress,
-                   leave=True)
-    with UnitWriter(store, split.name, config.unit_rows, errors_file) as writer:
+    decode, note = resolve_decode(config.decode, backbone.device)
+    summary.note(note, config.progress)
+    loader = image_loader(split, batches, backbone.input_resolution, decode, config.workers, backbone.device)
+    to_device = DevicePixels(backbone.device, backbone.input_resolution)
+    steady = SteadyRate(skip=max(1, config.workers))
+    bar = progress(total=sum(len(b) for b in batches), desc=f"extract {split.name}", unit="img",
+                   enabled=config.progress, leave=True)
+    with UnitWriter(store, split.name, config.unit_rows, errors_file, threads=writer_threads(store, backbone)) as writer:
         assembler = UnitAssembler(split, config.unit_rows, writer)
-        for row_ids, images, reasons, decode_seconds in loader:
-            failed = [(int(r), reason) for r, reason in zip(row_ids, reasons) if reason]
+
+        def hand_on(features: BatchFeatures) -> None:
+            spatial, global_embedding = features.ready()
+            assembler.add(features.rows, spatial, global_embedding, features.reasons)
+            summary.images += len(features.rows)
+            summary.failures += sum(1 for reason in features.reasons if reason)
+            bar.update(len(features.rows))
+            steady.mark(len(features.rows))
+
+        waiting = None
+        for batch in loader:
+            started = time.perf_counter()
+            pixels = to_device(batch)                                   # (B, 3, S, S) uint8 on the device
+            failed = [(int(r), reason) for r, reason in zip(batch.rows, batch.reasons) if reason]
             if failed and config.strict:
                 row, reason = failed[0]
                 raise ExtractError(f"{split.paths[row]}: {reason} (--strict)")
-            started = time.perf_counter()
-            spatial, global_embedding = backbone.encode(images)
-            spatial = spatial.half().cpu().numpy()
-            global_embedding = global_embedding.half().cpu().numpy()
+            features = BatchFeatures.start(batch, *backbone.encode(normalise(pixels)))
+            if waiting is not None:
+                hand_on(waiting)
+            waiting = features
             summary.phases.forward += time.perf_counter() - started
-            summary.phases.decode += float(decode_seconds.sum())
-            assembler.add(row_ids.numpy(), spatial, global_embedding, list(reasons))
-            summary.images += len(row_ids)
-            summary.failures += len(failed)
-            bar.update(len(row_ids))
+            summary.phases.decode += batch.seconds
+        if waiting is not None:
+            hand_on(waiting)
         bar.close()
     summary.phases.write += writer.seconds
+    summary.steady.add(steady)
+    summary.note(to_device.note(), config.progress)
     return writer.failures
 
 

@@ -1,5 +1,7 @@
-"""A writer thread with a bounded queue: cache writes overlap the next batches' compute while
-at most `depth` finished units wait in memory."""
+"""Writer threads with a bounded queue: cache writes overlap the next batches' compute while at
+most `depth` finished units wait in memory. Units own whole chunks, so several threads may write
+a Zarr store at once (zstd compression releases the GIL): on CUDA one thread cannot compress
+features as fast as the GPU makes them."""
 from __future__ import annotations
 
 import queue
@@ -14,17 +16,20 @@ from ..cache.writer import UnitRows, write_unit
 class UnitWriter:
     """Write finished units in the background; a write error is raised in the producer."""
 
-    def __init__(self, store: Store, split: str, unit_rows: int, errors_file: str | None, depth: int = 2):
+    def __init__(self, store: Store, split: str, unit_rows: int, errors_file: str | None, depth: int = 2,
+                 threads: int = 1):
         self.store, self.split, self.unit_rows = store, split, unit_rows
         self.errors_file = errors_file        # None: failures are only collected in `failures`
         self.failures: list[tuple[str, str, str]] = []
-        self.seconds = 0.0
+        self.seconds = 0.0                    # summed over the threads
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._lock = threading.Lock()         # failures, the errors file, seconds
+        self._threads = [threading.Thread(target=self._drain, daemon=True) for _ in range(threads)]
 
     def __enter__(self) -> "UnitWriter":
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def put(self, unit: int, rows: UnitRows) -> None:
@@ -50,21 +55,25 @@ class UnitWriter:
                                          "to resume")
             except BaseException as err:
                 self._error = err
-            self.seconds += time.perf_counter() - started
+            with self._lock:
+                self.seconds += time.perf_counter() - started
 
     def _record_failures(self, rows: UnitRows) -> None:
         failures = [(self.split, image, reason) for image, reason in rows.failures]
-        self.failures.extend(failures)
-        if failures and self.errors_file:
-            append_errors(self.errors_file, failures)
+        with self._lock:
+            self.failures.extend(failures)
+            if failures and self.errors_file:
+                append_errors(self.errors_file, failures)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
 
     def __exit__(self, *exc) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
         if exc[0] is None:
             self._raise_if_failed()
 

@@ -90,10 +90,13 @@ class OVMLHead(nn.Module):
     Constructor arguments are shapes and switches only (JSON-able, `self.options`), so a saved
     state_dict loads into `OVMLHead(**options)` without the pool. `include_mean_token` adds CLIP's
     mean token (mean_i x_i + p_0) as a key/value, as CLIP's own pool does; METHOD.md's head
-    attends over the HW tokens only (default False). `formulation` picks how F_o is applied:
-    "literal" or "fused" (equal to float rounding), "auto" the one with fewer multiply-adds for
-    the call's shapes (fused at RN50 shapes). The head has no logit scale: it returns features,
-    the trainer multiplies cosine scores by its scale.
+    attends over the HW tokens only (default False). `formulation` picks how the head is
+    computed: "literal" as METHOD.md writes it (z = x + p projected per image, F_o applied per
+    image-label pair), "fused" with two exact rewrites (F_o moved inside the attention sums,
+    `fused_output`; the positional term projected once, `keys_and_values`), equal to float
+    rounding; "auto" the one with fewer multiply-adds for the call's shapes (fused at RN50
+    shapes). The head has no logit scale: it returns features, the trainer multiplies cosine
+    scores by its scale.
 
     `attention_scales` (beyond the paper; empty: the paper's single softmax) attends at several
     sharpness levels at once, softmax_i(b_k l_ji) for each b_k, and mixes the resulting attention
@@ -204,9 +207,13 @@ class OVMLHead(nn.Module):
         query: already in C-space, (L, C) shared by all images or (N, L, C) per image. mixture:
         (L, K) weights over `attention_scales` (None: the paper's single softmax).
         """
-        n, t, c = tokens.shape
+        return self.attention_from_keys(self.k_proj(tokens), query, mixture)
+
+    def attention_from_keys(self, keys: Tensor, query: Tensor, mixture: Tensor | None = None) -> Tensor:
+        """`attention` given the projected keys k_i = F_k(z_i) (N, T, C)."""
+        n, t, c = keys.shape
         width = c // self.num_heads
-        keys = self.k_proj(tokens).view(n, t, self.num_heads, width)           # (N, T, h, C/h)
+        keys = keys.view(n, t, self.num_heads, width)                           # (N, T, h, C/h)
         query = (query / math.sqrt(width)).unflatten(-1, (self.num_heads, width))  # ([N,] L, h, C/h)
         pattern = "nlhc,nthc->nlht" if query.dim() == 4 else "lhc,nthc->nlht"
         logits = torch.einsum(pattern, query, keys)                            # (N, L, h, T)
@@ -222,17 +229,33 @@ class OVMLHead(nn.Module):
         """Each label's weights over `attention_scales`, (L, K), or None without scales."""
         return None if self.scale_mixture is None else (MIXTURE_GAIN * self.scale_mixture(text)).softmax(dim=-1)
 
+    def keys_and_values(self, spatial: Tensor) -> tuple[Tensor, Tensor]:
+        """F_k(z) and F_v(z) (N, T, C) computed as F(x') + W p, with x' the image part of the
+        tokens (x, after CLIP's mean of x when include_mean_token) and p their positional part.
+
+        Exact by linearity. The positional term is projected once for all images, so the gradient
+        reaching p costs T C^2 multiply-adds instead of N T C^2, and none is computed for x.
+        """
+        content = spatial
+        position = self.positional_embedding[1:]                                 # (HW, C)
+        if self.include_mean_token:
+            content = torch.cat([spatial.mean(dim=1, keepdim=True), spatial], dim=1)  # (N, HW+1, C)
+            position = self.positional_embedding                                 # (HW+1, C)
+        return tuple(layer(content) + nn.functional.linear(position, layer.weight)  # (N, T, C)
+                     for layer in (self.k_proj, self.v_proj))
+
     def attend(self, spatial: Tensor, query: Tensor, mixture: Tensor | None = None) -> Tensor:
         """Class-specific features for raw C-space queries ((L, C) or (N, L, C)): (N, L, D).
 
         `forward` is attend(spatial, F_q(text), scale weights); with CLIP's own mean-token query
         q_proj(z_0), include_mean_token and no scales, this is exactly CLIP's attention pool.
         """
+        if self._fused(query.shape[-2], spatial.shape[1] + self.include_mean_token):
+            keys, values = self.keys_and_values(spatial)
+            return fused_output(self.attention_from_keys(keys, query, mixture), values, self.c_proj)
         tokens = self.tokens(spatial)
         attn = self.attention(tokens, query, mixture)
         values = self.v_proj(tokens)                                            # (N, T, C)
-        if self._fused(attn.shape[1], tokens.shape[1]):
-            return fused_output(attn, values, self.c_proj)
         return literal_output(attn, values, self.c_proj)
 
     def _fused(self, labels: int, tokens: int) -> bool:

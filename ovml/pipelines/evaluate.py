@@ -19,6 +19,7 @@ from ..cache.reader import CacheReader
 from ..config import EvalConfig
 from ..errors import UsageError
 from ..metrics_stream import Recipe, StreamingMetrics
+from ..precision import mixed_precision
 from ..progress import progress
 from .batches import BatchStream, RowSelection
 from .scoring import (HeadParts, TrainedHead, baseline_scores, batch_tensors, cache_pool, head_parts,
@@ -86,6 +87,7 @@ def score_split(reader: CacheReader, selection: RowSelection, columns: np.ndarra
     """Stream the selected rows once into `metrics`: baseline scores and each head's matrices
     (keys "<baseline>" and "head<index>..."), with the labels of `columns`."""
     device = torch.device(config.device)
+    precision = mixed_precision(config.amp, device)
     pool = cache_pool(reader, device) if "dense" in baselines else {}
     text = torch.from_numpy(reader.text[columns]).to(device)
     stream = BatchStream(reader, selection, config.batch_size, prefetch=2)
@@ -95,7 +97,7 @@ def score_split(reader: CacheReader, selection: RowSelection, columns: np.ndarra
         matrices = {name: baseline_scores(name, spatial, global_embedding, text, pool, config.dense_top_k)
                     for name in baselines}
         for index, (head, alphas) in enumerate(zip(heads, head_alphas)):
-            matrices |= head_matrices(f"head{index}", head_parts(head.module, spatial, global_embedding, text),
+            matrices |= head_matrices(f"head{index}", head_parts(precision.wrap(head.module), spatial, global_embedding, text),
                                       alphas)
         metrics.add(batch["labels"][:, columns], matrices)
 
@@ -143,7 +145,7 @@ def evaluate_cache(config: EvalConfig) -> Evaluation:
         heads = [load_trained_head(run, pool, reader.num_heads, device) for run in config.heads]
         columns = label_columns(reader, config.split)
         ks = config.ks or default_ks(reader.num_labels)
-        notes, head_alphas = [], []
+        notes, head_alphas = [note for note in [mixed_precision(config.amp, device).note] if note], []
         for head in heads:
             alphas = list(config.alphas)
             if config.alpha_auto:

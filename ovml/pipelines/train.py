@@ -26,7 +26,8 @@ from ..heads.losses import (LogitScale, ProjectionHead, hinge_ranking_loss, rank
                             supervised_contrastive_loss)
 from ..heads.registry import build_head
 from ..metrics_stream import streaming_mean_average_precision
-from ..progress import progress
+from ..precision import mixed_precision
+from ..progress import notice, progress
 from .batches import BatchStream, carve_validation, trainable_rows
 from .lr_range import RangeTest, run_range_test, write_range_test
 from .runs import CHECKPOINT_FILE, HEAD_FILE, LOG_FILE, RunFolder, load_tensors, save_tensors, schedule_state
@@ -100,6 +101,9 @@ class Trainer:
             raise UsageError(f"{reader.path}: split {config.split} has no usable row with a seen positive")
         self.stream = BatchStream(reader, self.train_rows, config.batch_size, config.shuffle_buffer,
                                   config.prefetch, config.in_memory)
+        self.precision = mixed_precision(config.amp, self.device)     # autocast on CUDA, float32 elsewhere
+        self.scaler = self.precision.grad_scaler()                     # loss scaling for fp16 only
+        notice(self.precision.note, config.progress)
         self.calibration = self.calibrate()
         self.range_test: RangeTest | None = None
         self.lr = chosen_lr if chosen_lr is not None else self.learning_rate()
@@ -196,10 +200,12 @@ class Trainer:
         bar = progress(total=self.stream.steps(), desc=f"epoch {epoch}", unit="batch",
                        enabled=self.config.progress)
         for batch in self.stream.epoch(seed=self.config.seed * 1000 + epoch):
-            loss, parts = self.loss(batch, generator)
+            with self.precision.autocast():
+                loss, parts = self.loss(batch, generator)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             if self.schedule.last_epoch + 1 < self.schedule.total_steps:
                 self.schedule.step()
             steps += 1
@@ -228,19 +234,22 @@ class Trainer:
         def scored_batches():
             for batch in stream.epoch(seed=0, shuffle=False):
                 spatial, global_embedding = batch_tensors(batch, self.device)
-                features = self.head(spatial, global_embedding, self.text)
-                yield cosine_scores(features, self.text).cpu().numpy(), batch["labels"][:, self.seen_columns]
+                with self.precision.autocast():
+                    features = self.head(spatial, global_embedding, self.text)
+                yield cosine_scores(features.float(), self.text).cpu().numpy(), batch["labels"][:, self.seen_columns]
         return 100.0 * streaming_mean_average_precision(scored_batches(), len(self.seen_columns), self.val_rows.count)
 
     # --- checkpoints --------------------------------------------------------------------
     def checkpoint_state(self, epoch: int, best: tuple[int, float | None]) -> dict:
         return {"epoch": epoch, "best_epoch": best[0], "best_val_map": best[1], **self.state(),
-                "optimizer": self.optimizer.state_dict(), "schedule": schedule_state(self.schedule)}
+                "optimizer": self.optimizer.state_dict(), "schedule": schedule_state(self.schedule),
+                "scaler": self.scaler.state_dict()}
 
     def restore(self, state: dict) -> tuple[int, tuple[int, float | None]]:
         self.load_state(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state.get("scaler", {}))
         return int(state["epoch"]), (int(state["best_epoch"]), state["best_val_map"])
 
     def describe(self) -> dict:
