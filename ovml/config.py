@@ -41,15 +41,17 @@ class TrainConfig:
 
     cache: str                           # cache path
     out: str                             # run folder: head.pt, config.json, log.jsonl
-    head: str = "ovml"                   # registered head name: ovml, linear
+    head: str = "ovml"                   # registered head name: ovml, linear, zssdl, biam, lesa
     epochs: int = 10                     # passes over the training rows
     batch_size: int = 64                 # images per step
     lr: float = 2e-4                     # one-cycle maximum learning rate (the paper's)
     weight_decay: float = 0.0            # Adam weight decay
-    contrastive_weight: float = 1.0      # lambda on the supervised contrastive loss (0: ablation)
+    contrastive_weight: float | None = None  # lambda on the supervised contrastive loss (0: ablation);
+                                         # None: 1 for ovml and linear, 0 for heads with their own loss
     tau: float = 0.2                     # contrastive temperature
     logit_scale: float = 100.0           # scores are cosines times this in the losses (CLIP's 100)
-    rank_loss: str = "softplus"          # softplus (OVML, Fast0Tag) or hinge (LESA/BiAM)
+    rank_loss: str = "softplus"          # softplus (OVML, Fast0Tag) or hinge (LESA/BiAM); heads with
+                                         # their own loss (zssdl, biam, lesa) use theirs
     q_init: str = "random"               # F_q initialisation: random or pinv
     negatives: int | None = None         # sample this many negative labels per batch (None: all)
     val_fraction: float = 0.05           # training rows held out for per-epoch seen-label mAP

@@ -20,16 +20,22 @@ def _positive_scores(logits: Tensor, positive: Tensor) -> tuple[Tensor, Tensor, 
     return logits.gather(1, order), valid, count
 
 
-def _pairs(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def pair_differences(logits: Tensor, positive: Tensor, negative: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """s_k - s_j for every (positive j, any column k): (N, P_max, L); the (N, P_max, L) mask of
-    real (positive, negative) pairs; the positive count per image (N,).
+    real (positive, negative) pairs; the positive count per image (N,). `positive` and `negative`
+    are (N, L) bool masks, so a loss decides what counts as a negative.
 
     Memory is N x P_max x L, not N x L x L: at N = 64, L = 925 and ten positives, 2.4 M floats.
     """
-    positive_scores, valid, count = _positive_scores(logits, labels == 1)
+    positive_scores, valid, count = _positive_scores(logits, positive)
     differences = logits[:, None, :] - positive_scores[:, :, None]                  # (N, P_max, L)
-    pairs = valid[:, :, None] & (labels == -1)[:, None, :]                          # (N, P_max, L)
+    pairs = valid[:, :, None] & negative[:, None, :]                                # (N, P_max, L)
     return differences, pairs, count
+
+
+def _pairs(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`pair_differences` with +1 positives and -1 negatives (0 entries take no part)."""
+    return pair_differences(logits, labels == 1, labels == -1)
 
 
 def ranking_loss(logits: Tensor, labels: Tensor) -> Tensor:
