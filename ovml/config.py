@@ -86,6 +86,46 @@ class EvalConfig:
     progress: bool = True                # show progress bars
 
 
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Table III's fine-tuned CLIP: CLIP's image tower trained on the seen labels, text tower frozen."""
+
+    dataset: str                         # adapter: folder, nuswide, openimages, coco
+    root: str                            # dataset root folder
+    out: str                             # the fine-tuned CLIP, a plain state dict `extract --model` loads
+    model: str = "RN50"                  # CLIP name or a local weights file to start from
+    epochs: int = 5                      # passes over the training images with a seen positive
+    lr: float = 1e-5                     # one-cycle maximum learning rate (Adam)
+    weight_decay: float = 0.0            # Adam weight decay
+    batch_size: int = 64                 # images per step
+    logit_scale: float | None = None     # cosines times this in the ranking loss (None: CLIP's own, 100)
+    split: str = "train"                 # the adapter's split to train on (its unseen columns are 0)
+    prompts: str | None = None           # text templates, as for extract (None: 'a photo of a {}.')
+    limit: int | None = None             # first N images of the split only
+    seed: int = 0                        # image order
+    device: str = "cpu"                  # torch device; cuda trains under fp16 autocast
+    workers: int = 2                     # decode processes
+    threads: int | None = None           # torch CPU threads (None: torch's default)
+    download_root: str | None = None     # where named CLIP models are downloaded
+    images: str | None = None            # image folder when not under the adapter's default place
+    unseen: str | None = None            # coco: file of unseen label names
+    placeholder: str | None = None       # nuswide: Flickr's "photo unavailable" image
+    progress: bool = True                # show progress bars
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    """`ovml reproduce`: every row of one of the paper's tables that the given caches allow."""
+
+    table: int                           # 1: CLIP-ML and OVML; 2: CLIP-ZSSDL, CLIP-BiAM, OVML; 3: ablation
+    cache: str                           # the CLIP RN50 cache of the dataset
+    out: str                             # folder: table.json, table.md, rows/, runs/
+    finetuned_cache: str | None = None   # table 3: the cache extracted with the fine-tuned CLIP
+    epochs: int | None = None            # training epochs of every head (None: the library's default)
+    device: str = "cpu"                  # torch device for training and evaluation
+    progress: bool = True                # show progress bars
+
+
 def from_dict(kind: type[T], values: dict) -> T:
     """Rebuild a config from a dict, ignoring keys this version does not know; tuples restored."""
     fields = {f.name: f for f in dataclasses.fields(kind)}

@@ -8,7 +8,9 @@ from .cache import add_labels, check, info
 from .demo import demo
 from .evaluate import eval_command
 from .extract import extract
+from .finetune import finetune
 from .predict import predict
+from .reproduce import reproduce
 from .train import train_head
 
 
@@ -22,7 +24,7 @@ def main() -> None:
     """
 
 
-for command in (extract, info, check, train_head, eval_command, predict, add_labels, demo):
+for command in (extract, info, check, train_head, eval_command, predict, add_labels, demo, finetune, reproduce):
     main.add_command(command)
 
 __all__ = ["main"]
