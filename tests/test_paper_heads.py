@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ovml.config import EvalConfig, TrainConfig
-from ovml.heads.base import best_matching, cosine_scores, to_grid
+from ovml.heads.base import best_matching, cosine_scores, to_grid, vector_cosines
 from ovml.heads.biam import BiAMHead, top_region_features
 from ovml.heads.lesa import LESAHead, attention_distribution, attention_global, attention_span
 from ovml.heads.registry import build_head, default_contrastive_weight, head_from_options
@@ -108,7 +108,8 @@ def test_lesa_attention_span_hand_computed():
 def test_best_matching_is_the_max_cosine_vector():
     g = torch.Generator().manual_seed(4)
     vectors, text = torch.randn(3, 5, 8, generator=g), torch.randn(6, 8, generator=g)
-    features, cosines = best_matching(vectors, text)
+    cosines = vector_cosines(vectors, text)
+    features = best_matching(vectors, cosines)
     for i in range(3):
         for j in range(6):
             k = int(torch.argmax(torch.tensor([float(F.cosine_similarity(v, text[j], dim=0)) for v in vectors[i]])))
@@ -145,14 +146,17 @@ def test_paper_head_interface(name, inputs):
     head = build_head(name, pool, HEADS_N)
     spatial, global_embedding, text = inputs
     labels = torch.tensor([[1, -1, 0, -1, 1, -1, -1]] * N)
-    features, loss, parts = head.training_loss(spatial, global_embedding, text, labels, 20.0)
+    features, loss, parts = head.training_loss(spatial, global_embedding, text, labels, 20.0, need_features=True)
     assert features.shape == (N, L, D) and loss.dim() == 0 and torch.isfinite(loss) and "rank" in parts
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters())
     head.eval()
     with torch.no_grad():
-        own, _, _ = head.training_loss(spatial, global_embedding, text, labels, 20.0)
+        own, own_loss, _ = head.training_loss(spatial, global_embedding, text, labels, 20.0)
         torch.testing.assert_close(head(spatial, global_embedding, text), own)
+        lean, lean_loss, _ = head.training_loss(spatial, global_embedding, text, labels, 20.0, need_features=False)
+        assert lean is None or name == "biam"
+        torch.testing.assert_close(lean_loss, own_loss)
         rebuilt = head_from_options(name, json.loads(json.dumps(head.options)))
         rebuilt.load_state_dict(head.state_dict())
         torch.testing.assert_close(rebuilt.eval()(*inputs), head(*inputs), atol=0, rtol=0)

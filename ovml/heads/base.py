@@ -5,10 +5,12 @@ A head maps (spatial (N, HW, C), global (N, D), text (L, D)) to class-specific f
 plain cosines: the logit scale of the losses belongs to the trainer, not to the head.
 
 A head trained with its own paper's objective (ZS-SDL, BiAM, LESA) says so with a method
-`training_loss(spatial, global_embedding, text, labels, logit_scale) -> (features, loss, parts)`:
-features (N, L, D) as `forward` returns them, the scalar loss (its ranking loss and regularisers,
-logits = logit_scale x cosines) and a dict of floats for the log. The trainer calls it in place of
-its own ranking loss; heads without it (ovml, linear) get the trainer's losses.
+`training_loss(spatial, global_embedding, text, labels, logit_scale, need_features) -> (features,
+loss, parts)`: the scalar loss (its ranking loss and regularisers, logits = logit_scale x
+cosines), a dict of floats for the log, and features (N, L, D) as `forward` returns them when
+need_features (the trainer's contrastive loss reads them), else None when the loss can do
+without. The trainer calls it in place of its own ranking loss; heads without it (ovml, linear)
+get the trainer's losses.
 """
 from __future__ import annotations
 
@@ -43,9 +45,14 @@ def interpolate(features: Tensor, global_embedding: Tensor, alpha: float) -> Ten
     return (1 - alpha) * head + alpha * image
 
 
-def best_matching(vectors: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
-    """Per label, the image's vector that matches it best: (N, K, D), (L, D) -> features (N, L, D),
-    cosines (N, K, L).
+def vector_cosines(vectors: Tensor, text: Tensor) -> Tensor:
+    """cos(v_ik, t_j) for images described by K vectors: (N, K, D), (L, D) -> (N, K, L)."""
+    return F.normalize(vectors, dim=-1, eps=EPS) @ F.normalize(text, dim=-1, eps=EPS).T
+
+
+def best_matching(vectors: Tensor, cosines: Tensor) -> Tensor:
+    """Per label, the image's vector that matches it best: (N, K, D), cosines (N, K, L) from
+    `vector_cosines` -> features (N, L, D).
 
     For heads that describe an image by K vectors (ZS-SDL's principal vectors, LESA's shared
     attention features) and score a label by its best match, max_k cos(v_k, t_j): the label's
@@ -54,9 +61,8 @@ def best_matching(vectors: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
     is a row index, not an (N, L, D) index tensor, so it costs no more memory than the features.
     """
     n, k, d = vectors.shape
-    cosines = F.normalize(vectors, dim=-1, eps=EPS) @ F.normalize(text, dim=-1, eps=EPS).T  # (N, K, L)
-    best = cosines.argmax(dim=1) + k * torch.arange(n, device=vectors.device)[:, None]      # (N, L)
-    return vectors.reshape(n * k, d)[best], cosines                                        # (N, L, D)
+    best = cosines.argmax(dim=1) + k * torch.arange(n, device=vectors.device)[:, None]   # (N, L)
+    return vectors.reshape(n * k, d)[best]                                               # (N, L, D)
 
 
 def pool_dimensions(pool: dict[str, Tensor]) -> tuple[int, int]:

@@ -156,8 +156,9 @@ class BiAMHead(nn.Module):
         return top_region_features(self.regions(spatial, global_embedding), text, self.settings["top_k"])
 
     def training_loss(self, spatial: Tensor, global_embedding: Tensor, text: Tensor, labels: Tensor,
-                      logit_scale: float | Tensor) -> tuple[Tensor, Tensor, dict]:
-        """(features, BiAM's hinge ranking loss, its parts): the trainer's hook (heads/base.py)."""
+                      logit_scale: float | Tensor, need_features: bool = True) -> tuple[Tensor, Tensor, dict]:
+        """(features, BiAM's hinge ranking loss, its parts): the trainer's hook (heads/base.py);
+        the scores are the features' cosines, so they are always made."""
         features = self(spatial, global_embedding, text)
         loss = hinge_ranking_loss(logit_scale * cosine_scores(features, text), labels)
         return features, loss, {"rank": float(loss.detach())}

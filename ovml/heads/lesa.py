@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import EPS, best_matching, pool_dimensions, to_grid
+from .base import EPS, best_matching, pool_dimensions, to_grid, vector_cosines
 from .losses import hinge_ranking_loss
 from .registry import register
 
@@ -129,19 +129,22 @@ class LESAHead(nn.Module):
 
     def forward(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
         """(N, L, D): each label's best-matching attention feature (global_embedding unused)."""
-        return best_matching(self.attend(spatial)[0], text)[0]
+        attended = self.attend(spatial)[0]
+        return best_matching(attended, vector_cosines(attended, text))
 
     def training_loss(self, spatial: Tensor, global_embedding: Tensor, text: Tensor, labels: Tensor,
-                      logit_scale: float | Tensor) -> tuple[Tensor, Tensor, dict]:
-        """(features, L_rank + LESA's three regularisers, the parts): the trainer's hook (heads/base.py)."""
+                      logit_scale: float | Tensor, need_features: bool = True) -> tuple[Tensor | None, Tensor, dict]:
+        """(features or None, L_rank + LESA's three regularisers, the parts): the trainer's hook
+        (heads/base.py)."""
         attended, pooled, attention_logits = self.attend(spatial)
-        features, cosines = best_matching(attended, text)                          # (N, L, D), (N, T, L)
+        cosines = vector_cosines(attended, text)                                    # (N, T, L)
         per_attention = logit_scale * cosines                                       # (N, T, L)
         logits = per_attention.max(dim=1).values                                    # (N, L)
-        global_logits = logit_scale * (F.normalize(pooled, dim=-1, eps=EPS) @ F.normalize(text, dim=-1, eps=EPS).T)
+        global_logits = logit_scale * vector_cosines(pooled[:, None], text)[:, 0]    # (N, L)
         parts = {"rank": hinge_ranking_loss(logits, labels),
                  "dist": attention_distribution(per_attention, labels),
                  "global": attention_global(logits, global_logits, labels, self.global_margin),
                  "span": attention_span(attention_logits)}
         total = parts["rank"] + sum(WEIGHTS[key] * parts[key] for key in WEIGHTS)
+        features = best_matching(attended, cosines) if need_features else None
         return features, total, {key: float(value.detach()) for key, value in parts.items()}

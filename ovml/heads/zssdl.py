@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import best_matching, pool_dimensions
+from .base import best_matching, pool_dimensions, vector_cosines
 from .losses import pair_differences
 from .registry import register
 
@@ -111,13 +111,14 @@ class ZSSDLHead(nn.Module):
 
     def forward(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
         """(N, L, D): each label's best-matching principal vector (global_embedding unused)."""
-        return best_matching(self.principal_vectors(spatial), text)[0]
+        vectors = self.principal_vectors(spatial)
+        return best_matching(vectors, vector_cosines(vectors, text))
 
     def training_loss(self, spatial: Tensor, global_embedding: Tensor, text: Tensor, labels: Tensor,
-                      logit_scale: float | Tensor) -> tuple[Tensor, Tensor, dict]:
-        """(features, the SDL loss, its parts): the trainer's hook (heads/base.py)."""
+                      logit_scale: float | Tensor, need_features: bool = True) -> tuple[Tensor | None, Tensor, dict]:
+        """(features or None, the SDL loss, its parts): the trainer's hook (heads/base.py)."""
         vectors = self.principal_vectors(spatial)                                   # (N, K, D)
-        features, cosines = best_matching(vectors, text)                            # (N, L, D), (N, K, L)
+        cosines = vector_cosines(vectors, text)                                     # (N, K, L)
         logits = logit_scale * cosines.max(dim=1).values                            # (N, L)
         loss, parts = sdl_loss(logits, labels, text, vectors, self.variance_weight)
-        return features, loss, parts
+        return best_matching(vectors, cosines) if need_features else None, loss, parts

@@ -94,7 +94,8 @@ class Trainer:
             labels, text = labels[:, columns], text[columns]
         own_loss = getattr(self.head, "training_loss", None)  # a head's own objective (heads/base.py)
         if own_loss is not None:
-            features, total, parts = own_loss(spatial, global_embedding, text, labels, self.config.logit_scale)
+            features, total, parts = own_loss(spatial, global_embedding, text, labels, self.config.logit_scale,
+                                              need_features=self.projector is not None)
         else:
             features = self.head(spatial, global_embedding, text)                       # (B, L', D)
             logits = self.config.logit_scale * cosine_scores(features, text)
