@@ -177,7 +177,14 @@ def test_lesa_and_zssdl_match_their_own_scores(inputs):
         assert attended.shape == (N, 10, D)
         expected = F.normalize(attended, dim=-1) @ text.T
         torch.testing.assert_close(cosine_scores(lesa(*inputs), text), expected.max(dim=1).values)
-    assert isinstance(BiAMHead(64, D).eval()(*inputs), torch.Tensor)
+    biam = BiAMHead(64, D).eval()
+    with torch.no_grad():
+        for head in (lesa, biam):                    # `predict --explain` draws these
+            maps = head.attention_maps(*inputs)
+            assert maps.shape == (N, L, HW) and (maps >= 0).all()
+            torch.testing.assert_close(maps.sum(-1), torch.ones(N, L))
+        regions = biam.regions(spatial, global_embedding)
+        torch.testing.assert_close(biam.attention_maps(*inputs) @ regions, biam(*inputs))
 
 
 # --- training on a planted world -----------------------------------------------------------------

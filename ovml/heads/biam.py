@@ -99,17 +99,21 @@ class SceneContextBlock(nn.Module):
         return gated + self.refine(gated)
 
 
-def top_region_features(regions: Tensor, text: Tensor, top_k: int) -> Tensor:
-    """o_j = mean of u_r over label j's top_k regions by u_r . t_j: (N, HW, D), (L, D) -> (N, L, D).
+def top_region_weights(regions: Tensor, text: Tensor, top_k: int) -> Tensor:
+    """1/top_k on label j's top_k regions by u_r . t_j, 0 elsewhere: (N, HW, D), (L, D) -> (N, L, HW).
 
-    The selection is a sparse (N, L, HW) weight matrix and one batched product, never an
+    A sparse selection matrix, so the features are one batched product, never an
     (N, L, top_k, D) gather.
     """
     top_k = min(top_k, regions.shape[1])
     chosen = (regions @ text.T).topk(top_k, dim=1).indices.transpose(1, 2)         # (N, L, top_k)
     weights = regions.new_zeros(regions.shape[0], text.shape[0], regions.shape[1])  # (N, L, HW)
-    weights.scatter_(2, chosen, 1.0 / top_k)
-    return weights @ regions                                                        # (N, L, D)
+    return weights.scatter_(2, chosen, 1.0 / top_k)
+
+
+def top_region_features(regions: Tensor, text: Tensor, top_k: int) -> Tensor:
+    """o_j = mean of u_r over label j's top_k regions: (N, HW, D), (L, D) -> (N, L, D)."""
+    return top_region_weights(regions, text, top_k) @ regions                      # (N, L, D)
 
 
 @register
@@ -154,6 +158,10 @@ class BiAMHead(nn.Module):
     def forward(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
         """(N, L, D): each label's mean region feature over its top_k regions."""
         return top_region_features(self.regions(spatial, global_embedding), text, self.settings["top_k"])
+
+    def attention_maps(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
+        """Where each label looks: its top_k regions, 1/top_k each (N, L, HW), for `predict --explain`."""
+        return top_region_weights(self.regions(spatial, global_embedding), text, self.settings["top_k"])
 
     def training_loss(self, spatial: Tensor, global_embedding: Tensor, text: Tensor, labels: Tensor,
                       logit_scale: float | Tensor, need_features: bool = True) -> tuple[Tensor, Tensor, dict]:

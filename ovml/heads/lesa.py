@@ -132,6 +132,13 @@ class LESAHead(nn.Module):
         attended = self.attend(spatial)[0]
         return best_matching(attended, vector_cosines(attended, text))
 
+    def attention_maps(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
+        """Where each label looks: the attention map of its best-matching attention (N, L, HW), for
+        `predict --explain`."""
+        attended, _, logits = self.attend(spatial)
+        best = vector_cosines(attended, text).argmax(dim=1)                         # (N, L)
+        return logits.softmax(dim=2).gather(1, best[..., None].expand(-1, -1, logits.shape[2]))  # (N, L, HW)
+
     def training_loss(self, spatial: Tensor, global_embedding: Tensor, text: Tensor, labels: Tensor,
                       logit_scale: float | Tensor, need_features: bool = True) -> tuple[Tensor | None, Tensor, dict]:
         """(features or None, L_rank + LESA's three regularisers, the parts): the trainer's hook

@@ -116,7 +116,7 @@ class Predictor:
         drawn from the same forward pass."""
         if explain:
             if self.head is None or not hasattr(self.head.module, "attention_maps"):
-                raise UsageError("--explain needs --head with an attention head (ovml)")
+                raise UsageError("--explain needs --head with attention maps (ovml, biam, lesa)")
             os.makedirs(explain, exist_ok=True)
         predictions = []
         for start in range(0, len(images), batch_size):
