@@ -7,6 +7,9 @@ with its own loss, OVML with and without L_con), evaluates at alpha 0 (the head 
 prints mean +- standard deviation over the seeds, beside CLIP-ML, dense CLIP and a random scorer.
 
     python benchmarks/heads_table.py [--seeds 0,1,2] [--epochs 10] [--train-images 4000] [--json FILE]
+
+On a shared machine the seeds can run as separate processes, each writing --json, and be
+combined afterwards: `--combine seed0.json,seed1.json,seed2.json` prints the table.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ HEADS = {
     "OVML": dict(head="ovml", contrastive_weight=1.0),
     "CLIP-ZSSDL": dict(head="zssdl"),
     "CLIP-BiAM": dict(head="biam"),
-    "LESA": dict(head="lesa"),
+    "CLIP-LESA": dict(head="lesa"),
 }
 BASELINES = {"clip-ml": "CLIP-ML", "dense": "dense CLIP (top-3)"}
 COLUMNS = (("unseen", "mAP"), ("unseen", "F1@3"), ("all", "mAP"), ("all", "F1@3"))
@@ -69,6 +72,19 @@ def spread(values: list[float]) -> str:
     return f"{mean:.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
 
 
+def print_table(per_seed: dict, settings: str) -> None:
+    seeds = sorted(per_seed)
+    order = list(BASELINES.values()) + ["random scorer"] + list(HEADS)
+    print(f"{settings}; mean ± sd over seeds {', '.join(map(str, seeds))}")
+    print("| scorer | ZSL mAP | ZSL F1@3 | GZSL mAP | GZSL F1@3 | train s |")
+    print("|---|---|---|---|---|---|")
+    for name in order:
+        cells = [spread([per_seed[s][name]["/".join(key)] for s in seeds]) for key in COLUMNS]
+        seconds = [per_seed[s][name]["seconds"] for s in seeds if "seconds" in per_seed[s][name]]
+        cells.append(f"{statistics.mean(seconds):.0f}" if seconds else "")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -76,26 +92,28 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=4000)
     parser.add_argument("--test-images", type=int, default=1000)
     parser.add_argument("--json", default=None, help="also write the per-seed figures here")
+    parser.add_argument("--combine", default=None, help="print the table of these --json files instead")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.combine:
+        per_seed = {}
+        for path in args.combine.split(","):
+            with open(path) as handle:
+                saved = json.load(handle)
+            per_seed.update({int(seed): rows for seed, rows in saved["seeds"].items()})
+        print_table(per_seed, saved["settings"])
+        return
     per_seed = {}
     with tempfile.TemporaryDirectory() as folder:
-        for seed in seeds:
-            per_seed[seed] = one_seed(seed, args, folder)
-    order = list(BASELINES.values()) + ["random scorer"] + list(HEADS)
-    print(f"Planted world, {args.train_images} train / {args.test_images} test images, {args.epochs} epochs, "
-          f"lr 1e-2, logit scale 20, alpha 0; mean ± sd over seeds {args.seeds}")
-    print("| scorer | ZSL mAP | ZSL F1@3 | GZSL mAP | GZSL F1@3 | train s |")
-    print("|---|---|---|---|---|---|")
-    for name in order:
-        cells = [spread([per_seed[s][name][key] for s in seeds]) for key in COLUMNS]
-        seconds = [per_seed[s][name]["seconds"] for s in seeds if "seconds" in per_seed[s][name]]
-        cells.append(f"{statistics.mean(seconds):.0f}" if seconds else "")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        for seed in (int(s) for s in args.seeds.split(",")):
+            rows = one_seed(seed, args, folder)
+            per_seed[seed] = {name: {"/".join(k) if isinstance(k, tuple) else k: v for k, v in row.items()}
+                              for name, row in rows.items()}
+    settings = (f"Planted world, {args.train_images} train / {args.test_images} test images, {args.epochs} epochs, "
+                "lr 1e-2, logit scale 20, alpha 0")
+    print_table(per_seed, settings)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({str(s): {name: {"/".join(k) if isinstance(k, tuple) else k: v for k, v in row.items()}
-                                for name, row in rows.items()} for s, rows in per_seed.items()}, handle, indent=1)
+            json.dump({"settings": settings, "seeds": per_seed}, handle, indent=1)
 
 
 if __name__ == "__main__":
