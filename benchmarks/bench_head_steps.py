@@ -136,8 +136,9 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name in names:
         ratio = f"{medians[name] / reference:.2f}" if reference else ""
-        print(f"| {name} | {parameters[name] / 1e6:.1f} M | {medians[name]:.3f} | {ratio} | {peaks[name] / 2 ** 20:.0f} |"
-              f"  (reps: {', '.join(f'{t:.3f}' for t in times[name])})")
+        reps = ", ".join(f"{t:.3f}" for t in times[name])
+        print(f"| {name} | {parameters[name] / 1e6:.1f} M | {medians[name]:.3f} | {ratio} | "
+              f"{peaks[name] / 2 ** 20:.0f} |  (reps: {reps})")
     others = [name for name in names if name not in ("ovml", "linear")]
     if reference and others:
         slowest = max(others, key=medians.get)
