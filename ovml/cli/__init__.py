@@ -11,6 +11,7 @@ from .extract import extract
 from .finetune import finetune
 from .predict import predict
 from .reproduce import reproduce
+from .serve import serve
 from .train import train_head
 
 
@@ -24,7 +25,8 @@ def main() -> None:
     """
 
 
-for command in (extract, info, check, train_head, eval_command, predict, add_labels, demo, finetune, reproduce):
+for command in (extract, info, check, train_head, eval_command, predict, add_labels, serve, demo, finetune,
+                reproduce):
     main.add_command(command)
 
 __all__ = ["main"]
