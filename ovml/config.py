@@ -44,18 +44,20 @@ class TrainConfig:
 
     cache: str                           # cache path
     out: str                             # run folder: head.pt, config.json, log.jsonl
-    head: str = "ovml"                   # registered head name: ovml, linear
+    head: str = "ovml"                   # registered head name: ovml, linear, zssdl, biam, lesa
     epochs: int = 10                     # passes over the training rows
     batch_size: int = 64                 # images per step
     lr: float | str = "auto"             # one-cycle maximum learning rate; "auto": a range test picks it
                                          # (the paper's is 2e-4)
     lr_range_steps: int = 100            # steps of the range test behind lr "auto"
     weight_decay: float = 0.0            # Adam weight decay
-    contrastive_weight: float = 1.0      # lambda on the supervised contrastive loss (0: ablation)
+    contrastive_weight: float | None = None  # lambda on the supervised contrastive loss (0: ablation);
+                                         # None: 1 for ovml and linear, 0 for heads with their own loss
     tau: float = 0.2                     # contrastive temperature
     logit_scale: float | str = "auto"    # cosine scores times this in the losses; "auto": learnable,
                                          # started where the untrained head's logits spread by 2 (paper: 100)
-    rank_loss: str = "softplus"          # softplus (OVML, Fast0Tag) or hinge (LESA/BiAM)
+    rank_loss: str = "softplus"          # softplus (OVML, Fast0Tag) or hinge (LESA/BiAM); heads with
+                                         # their own loss (zssdl, biam, lesa) use theirs
     q_init: str = "dense"                # F_q initialisation: dense (attention starts as dense CLIP's
                                          # similarity), random (the paper's) or pinv
     attention_scales: tuple[float, ...] = (1.0, 64.0)  # sharpness levels mixed per label (empty: the
@@ -105,6 +107,48 @@ class EvalConfig:
     dense_top_k: int = 3                 # dense CLIP: mean of the top-k location scores
     allow_partial: bool = False          # evaluate the finished units of an incomplete cache
     scratch: str | None = None           # folder for the temporary score store (None: the system's temp folder)
+    progress: bool = True                # show progress bars
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Table III's fine-tuned CLIP: CLIP's image tower trained on the seen labels, text tower frozen."""
+
+    dataset: str                         # adapter: folder, nuswide, openimages, coco
+    root: str                            # dataset root folder
+    out: str                             # the fine-tuned CLIP, a plain state dict `extract --model` loads
+    model: str = "RN50"                  # CLIP name or a local weights file to start from
+    epochs: int = 5                      # passes over the training images with a seen positive
+    lr: float = 1e-5                     # one-cycle maximum learning rate (Adam)
+    weight_decay: float = 0.0            # Adam weight decay
+    batch_size: int = 64                 # images per step
+    logit_scale: float | None = None     # cosines times this in the ranking loss (None: CLIP's own, 100)
+    split: str = "train"                 # the adapter's split to train on (its unseen columns are 0)
+    prompts: str | None = None           # text templates, as for extract (None: 'a photo of a {}.')
+    limit: int | None = None             # first N images of the split only
+    seed: int = 0                        # image order
+    device: str = "cpu"                  # torch device; cuda trains under fp16 autocast
+    workers: int = 2                     # decode processes
+    threads: int | None = None           # torch CPU threads (None: torch's default)
+    download_root: str | None = None     # where named CLIP models are downloaded
+    images: str | None = None            # image folder when not under the adapter's default place
+    unseen: str | None = None            # coco: file of unseen label names
+    placeholder: str | None = None       # nuswide: Flickr's "photo unavailable" image
+    progress: bool = True                # show progress bars
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    """`ovml reproduce`: every row of one of the paper's tables that the given caches allow."""
+
+    table: int                           # 1: CLIP-ML and OVML; 2: CLIP-ZSSDL, CLIP-BiAM, OVML; 3: ablation
+    cache: str                           # the CLIP RN50 cache of the dataset
+    out: str                             # folder: table.json, table.md, rows/, runs/
+    finetuned_cache: str | None = None   # table 3: the cache extracted with the fine-tuned CLIP
+    epochs: int | None = None            # training epochs of every head (None: the library's default)
+    settings: str = "paper"              # the attention head's rows: paper (`train-head --paper`) or
+                                         # defaults (ovml's adaptive training)
+    device: str = "cpu"                  # torch device for training and evaluation
     progress: bool = True                # show progress bars
 
 

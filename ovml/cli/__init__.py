@@ -8,7 +8,9 @@ from .cache import add_labels, check, info
 from .demo import demo
 from .evaluate import eval_command
 from .extract import extract
+from .finetune import finetune
 from .predict import predict
+from .reproduce import reproduce
 from .serve import serve
 from .train import train_head
 
@@ -23,7 +25,8 @@ def main() -> None:
     """
 
 
-for command in (extract, info, check, train_head, eval_command, predict, add_labels, serve, demo):
+for command in (extract, info, check, train_head, eval_command, predict, add_labels, serve, demo, finetune,
+                reproduce):
     main.add_command(command)
 
 __all__ = ["main"]

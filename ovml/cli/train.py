@@ -12,7 +12,9 @@ from .common import (AUTO_OR_FLOAT, HEADS_OR_POOL, NAMES, SCALES, amp_option, de
 @click.command("train-head")
 @click.option("--cache", default=None, help="Cache path [default: the only cache under cache/].")
 @click.option("--out", default=None, help="Run folder [default: runs/<cache stem>-<head>].")
-@click.option("--head", "head_name", type=click.Choice(["ovml", "linear"]), default="ovml", show_default=True)
+@click.option("--head", "head_name", type=click.Choice(["ovml", "linear", "zssdl", "biam", "lesa"]), default="ovml",
+              show_default=True, help="ovml: the paper's attention head; linear: a map of CLIP's global feature; "
+              "zssdl, biam, lesa: earlier methods on CLIP's features, each trained with its own loss.")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--lr", type=AUTO_OR_FLOAT, default="auto", show_default=True,
@@ -21,15 +23,17 @@ from .common import (AUTO_OR_FLOAT, HEADS_OR_POOL, NAMES, SCALES, amp_option, de
 @click.option("--lr-range-steps", type=click.IntRange(2), default=100, show_default=True,
               help="Steps of the range test behind --lr auto.")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--contrastive-weight", type=float, default=1.0, show_default=True,
-              help="lambda on the supervised contrastive loss.")
+@click.option("--contrastive-weight", type=float, default=None,
+              help="lambda on the supervised contrastive loss [default: 1 for ovml and linear, 0 for zssdl, "
+              "biam and lesa].")
 @click.option("--no-contrastive", is_flag=True, help="Ranking loss only (the paper's ablation).")
 @click.option("--tau", type=float, default=0.2, show_default=True, help="Contrastive temperature.")
 @click.option("--logit-scale", type=AUTO_OR_FLOAT, default="auto", show_default=True,
               help="Cosine scores are multiplied by this in the losses; 'auto': learnable, started where the "
                    "untrained head's logits spread by 2 over an image's labels. The paper's is CLIP's 100.")
 @click.option("--rank-loss", type=click.Choice(["softplus", "hinge"]), default="softplus", show_default=True,
-              help="softplus: OVML's log(1+exp); hinge: LESA/BiAM's margin-1 hinge.")
+              help="softplus: OVML's log(1+exp); hinge: LESA/BiAM's margin-1 hinge (zssdl, biam and lesa "
+              "always use their own).")
 @click.option("--q-init", type=click.Choice(["dense", "random", "pinv"]), default="dense", show_default=True,
               help="F_q's start: dense (attention starts as dense CLIP's similarity), random (the paper's), pinv.")
 @click.option("--attention-scales", type=SCALES, default="1,64", show_default=True,

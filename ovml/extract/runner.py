@@ -155,7 +155,7 @@ def select_splits(source: DatasetSource, names: tuple[str, ...] | None, limit: i
         raise ExtractError(f"{source.root}: no split {', '.join(unknown)} (splits: {', '.join(source.splits)})")
     splits = {name: source.splits[name] for name in chosen}
     if limit is not None:
-        splits = {name: LimitedSplit(name, [], [], inner=split, count=min(limit, len(split)))
+        splits = {name: LimitedSplit(inner=split, count=min(limit, len(split)))
                   for name, split in splits.items()}
     return splits
 

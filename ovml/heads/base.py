@@ -3,9 +3,20 @@
 A head maps (spatial (N, HW, C), global (N, D), text (L, D)) to class-specific features o_ij
 (N, L, D); a score is always the cosine of a feature with its label's text embedding. Scores are
 plain cosines: the logit scale of the losses belongs to the trainer, not to the head.
+
+A head trained with its own paper's objective (ZS-SDL, BiAM, LESA) says so with a method
+`training_loss(spatial, global_embedding, text, labels, logit_scale, need_features) -> (features,
+loss, parts)`: the scalar loss (its ranking loss and regularisers, logits = logit_scale x
+cosines), a dict of floats for the log, and features (N, L, D) as `forward` returns them when
+need_features (the trainer's contrastive loss reads them), else None when the loss can do
+without. The trainer calls it in place of its own ranking loss; heads without it (ovml, linear)
+get the trainer's losses.
 """
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -32,3 +43,42 @@ def interpolate(features: Tensor, global_embedding: Tensor, alpha: float) -> Ten
     head = F.normalize(features, dim=-1, eps=EPS)
     image = F.normalize(global_embedding, dim=-1, eps=EPS)[:, None, :]  # (N, 1, D)
     return (1 - alpha) * head + alpha * image
+
+
+def vector_cosines(vectors: Tensor, text: Tensor) -> Tensor:
+    """cos(v_ik, t_j) for images described by K vectors: (N, K, D), (L, D) -> (N, K, L)."""
+    return F.normalize(vectors, dim=-1, eps=EPS) @ F.normalize(text, dim=-1, eps=EPS).T
+
+
+def best_matching(vectors: Tensor, cosines: Tensor) -> Tensor:
+    """Per label, the image's vector that matches it best: (N, K, D), cosines (N, K, L) from
+    `vector_cosines` -> features (N, L, D).
+
+    For heads that describe an image by K vectors (ZS-SDL's principal vectors, LESA's shared
+    attention features) and score a label by its best match, max_k cos(v_k, t_j): the label's
+    feature is that vector, so `cosine_scores(features, text)` is the same score and the head
+    fits the one-feature-per-label interface (evaluation, interpolation) unchanged. The selection
+    is a row index, not an (N, L, D) index tensor, so it costs no more memory than the features.
+    """
+    n, k, d = vectors.shape
+    best = cosines.argmax(dim=1) + k * torch.arange(n, device=vectors.device)[:, None]   # (N, L)
+    return vectors.reshape(n * k, d)[best]                                               # (N, L, D)
+
+
+def pool_dimensions(pool: dict[str, Tensor]) -> tuple[int, int]:
+    """(C, D): X' channels and the joint embedding dimension of a cache's pool weights, for heads
+    that copy nothing from the pool (a ResNet attention pool's c_weight is D x C)."""
+    if "c_weight" in pool:
+        embed_dim, channels = pool["c_weight"].shape
+        return int(channels), int(embed_dim)
+    raise ValueError(f"pool weights without c_weight (keys: {', '.join(sorted(pool))})")
+
+
+def to_grid(tokens: Tensor) -> Tensor:
+    """(N, HW, C) tokens, row-major over a square grid (as X' is cached) -> (N, C, H, W), for
+    heads that convolve the map."""
+    n, hw, c = tokens.shape
+    side = math.isqrt(hw)
+    if side * side != hw:
+        raise ValueError(f"{hw} tokens do not form a square grid")
+    return tokens.transpose(1, 2).reshape(n, c, side, side)                   # (N, C, H, W)

@@ -22,16 +22,22 @@ def _positive_scores(logits: Tensor, positive: Tensor) -> tuple[Tensor, Tensor, 
     return logits.gather(1, order), valid, count
 
 
-def _pairs(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def pair_differences(logits: Tensor, positive: Tensor, negative: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """s_k - s_j for every (positive j, any column k): (N, P_max, L); the (N, P_max, L) mask of
-    real (positive, negative) pairs; the positive count per image (N,).
+    real (positive, negative) pairs; the positive count per image (N,). `positive` and `negative`
+    are (N, L) bool masks, so a loss decides what counts as a negative.
 
     Memory is N x P_max x L, not N x L x L: at N = 64, L = 925 and ten positives, 2.4 M floats.
     """
-    positive_scores, valid, count = _positive_scores(logits, labels == 1)
+    positive_scores, valid, count = _positive_scores(logits, positive)
     differences = logits[:, None, :] - positive_scores[:, :, None]                  # (N, P_max, L)
-    pairs = valid[:, :, None] & (labels == -1)[:, None, :]                          # (N, P_max, L)
+    pairs = valid[:, :, None] & negative[:, None, :]                                # (N, P_max, L)
     return differences, pairs, count
+
+
+def _pairs(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`pair_differences` with +1 positives and -1 negatives (0 entries take no part)."""
+    return pair_differences(logits, labels == 1, labels == -1)
 
 
 def ranking_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -70,8 +76,12 @@ class LogitScale(nn.Module):
     def value(self) -> float:
         return float(self.log_scale.detach().clamp(math.log(self.MIN), math.log(self.MAX)).exp())
 
+    def factor(self) -> Tensor:
+        """The clamped scale as a 0-d tensor (gradients reach `log_scale` when learnable)."""
+        return self.log_scale.clamp(math.log(self.MIN), math.log(self.MAX)).exp()
+
     def forward(self, scores: Tensor) -> Tensor:
-        return scores * self.log_scale.clamp(math.log(self.MIN), math.log(self.MAX)).exp()
+        return scores * self.factor()
 
 
 class ProjectionHead(nn.Module):

@@ -40,3 +40,14 @@ def head_from_options(name: str, options: dict) -> nn.Module:
     """An untrained head with the shapes `options` (a head's `.options`) describe, ready for
     `load_state_dict`: rebuilds a checkpoint without the pool."""
     return head_class(name)(**options)
+
+
+def has_own_loss(name: str) -> bool:
+    """Whether the head brings its paper's training objective (`training_loss`, heads/base.py)."""
+    return callable(getattr(head_class(name), "training_loss", None))
+
+
+def default_contrastive_weight(name: str) -> float:
+    """lambda when none is given: 1 (OVML's L_con) for heads trained with the trainer's losses,
+    0 for heads with their own objective, which their papers train without L_con."""
+    return 0.0 if has_own_loss(name) else 1.0

@@ -120,7 +120,7 @@ class Predictor:
 
     @property
     def has_attention(self) -> bool:
-        """True when the head draws per-label attention maps (the OVML attention head does)."""
+        """True when the head draws per-label attention maps (the ovml, biam and lesa heads do)."""
         return self.head is not None and hasattr(self.head.module, "attention_maps")
 
     def vocabulary(self) -> list[str]:
@@ -177,7 +177,7 @@ class Predictor:
         if not 0 <= alpha <= 1:
             raise UsageError(f"alpha must lie in [0, 1], got {alpha}")
         if (attention or explain) and not self.has_attention:
-            raise UsageError("attention maps need --head with an attention head (ovml)")
+            raise UsageError("attention maps need --head with an attention head (ovml, biam, lesa)")
         if explain:
             os.makedirs(explain, exist_ok=True)
         names = parse_label_names(labels)

@@ -24,7 +24,7 @@ from ..errors import UsageError
 from ..heads.base import cosine_scores
 from ..heads.losses import (LogitScale, ProjectionHead, hinge_ranking_loss, ranking_loss, sample_label_columns,
                             supervised_contrastive_loss)
-from ..heads.registry import build_head
+from ..heads.registry import build_head, default_contrastive_weight
 from ..metrics_stream import streaming_mean_average_precision
 from ..precision import mixed_precision
 from ..progress import notice, progress
@@ -93,7 +93,9 @@ class Trainer:
         self.head = build_head(config.head, cache_pool(reader, self.device), reader.num_heads,
                                **head_options(config)).to(self.device)
         self.frozen = self.freeze(config.frozen)
-        self.projector = ProjectionHead(reader.embed_dim).to(self.device) if config.contrastive_weight > 0 else None
+        self.contrastive_weight = (default_contrastive_weight(config.head) if config.contrastive_weight is None
+                                   else config.contrastive_weight)
+        self.projector = ProjectionHead(reader.embed_dim).to(self.device) if self.contrastive_weight > 0 else None
         mask = trainable_rows(reader, config.split, self.seen_columns, config.progress)
         self.train_rows, self.val_rows = carve_validation(mask, reader.unit_rows(config.split),
                                                           config.val_fraction, config.seed, config.split)
@@ -183,13 +185,18 @@ class Trainer:
         if self.config.negatives is not None:
             columns = sample_label_columns(labels, self.config.negatives, generator).to(self.device)
             labels, text = labels[:, columns], text[columns]
-        features = self.head(spatial, global_embedding, text)                           # (B, L', D)
-        logits = self.logit_scale(cosine_scores(features, text))
-        rank = (hinge_ranking_loss if self.config.rank_loss == "hinge" else ranking_loss)(logits, labels)
-        total, parts = rank, {"rank": float(rank.detach())}
+        own_loss = getattr(self.head, "training_loss", None)  # a head's own objective (heads/base.py)
+        if own_loss is not None:
+            features, total, parts = own_loss(spatial, global_embedding, text, labels, self.logit_scale.factor(),
+                                              need_features=self.projector is not None)
+        else:
+            features = self.head(spatial, global_embedding, text)                       # (B, L', D)
+            logits = self.logit_scale(cosine_scores(features, text))
+            total = (hinge_ranking_loss if self.config.rank_loss == "hinge" else ranking_loss)(logits, labels)
+            parts = {"rank": float(total.detach())}
         if self.projector is not None:
             contrastive = supervised_contrastive_loss(features, labels, self.projector, self.config.tau)
-            total = rank + self.config.contrastive_weight * contrastive
+            total = total + self.contrastive_weight * contrastive
             parts["contrastive"] = float(contrastive.detach())
         return total, parts
 

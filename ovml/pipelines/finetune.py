@@ -1,0 +1,220 @@
+"""`ovml finetune`: CLIP's image tower trained on the seen labels (the paper's Table III, row 2).
+
+CLIP-ML scores every seen label by cos(g, t_j); fine-tuning trains the image tower, all of it, so
+that those scores rank each training image's positives above its negatives (the ranking loss of
+METHOD.md on logit_scale x cosines), while the text tower stays frozen and the seen labels' text
+embeddings are computed once. Images come through the same dataset adapters and decoder as
+`extract`. BatchNorm keeps CLIP's statistics (the tower runs in eval mode: CLIP's ResNet has no
+dropout, so only the statistics differ), the usual practice at batch sizes this small.
+
+Every epoch ends with a checkpoint beside the output (`OUT.finetune/checkpoint.pt`: the tower,
+Adam and the schedule), so a rerun of the same command resumes at the next epoch. The result is
+a plain state dict of the whole CLIP in OpenAI's layout (fp16 weights, as `clip.model.build_model`
+loads them), which `extract --model OUT` reads; its sha256 differs from the original's, so caches
+made from it are kept apart.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import FinetuneConfig, from_dict
+from ..errors import UsageError
+from ..extract.backbone import file_sha256, import_clip, read_state_dict, resolve_weights
+from ..extract.datasets import Split, open_dataset
+from ..extract.images import ImageRows
+from ..extract.runner import adapter_options, select_splits
+from ..extract.text import embed_labels, load_prompts
+from ..heads.losses import ranking_loss
+from ..progress import progress
+from .runs import load_tensors, save_tensors
+
+LABEL_BLOCK = 4096  # label rows read at a time when looking for trainable images
+RESUMABLE_CHANGES = {"epochs", "device", "workers", "threads", "progress", "download_root", "out"}
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tuning run ended with."""
+
+    out: str
+    epochs: int
+    images: int            # training images (a seen positive, readable) per epoch
+    last_loss: float
+    seconds: float
+    sha256: str            # of the written weights, as `extract` will record it
+
+
+def sidecar(out: str) -> str:
+    """`OUT.finetune/`: the checkpoint, settings and per-epoch log of a run writing OUT."""
+    return out + ".finetune"
+
+
+def load_trainable_clip(model: str, device: torch.device, download_root: str | None) -> tuple[torch.nn.Module, str]:
+    """The whole CLIP in float32 on `device` with its image tower trainable, and its weights' sha256."""
+    clip = import_clip()
+    path, sha256 = resolve_weights(model, download_root)
+    network = clip.model.build_model(dict(read_state_dict(path))).float().to(device).eval()
+    for name, parameter in network.named_parameters():
+        parameter.requires_grad_(name.startswith("visual."))
+    return network, sha256
+
+
+def trainable_images(split: Split, seen: np.ndarray) -> np.ndarray:
+    """Rows with at least one seen positive, read LABEL_BLOCK rows at a time."""
+    rows = []
+    for start in range(0, len(split), LABEL_BLOCK):
+        block = split.labels(start, min(start + LABEL_BLOCK, len(split)))
+        rows.append(start + np.flatnonzero((block[:, seen] == 1).any(axis=1)))
+    return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+
+
+def epoch_batches(rows: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The epoch's shuffled row batches (seeded by seed and epoch, so a resumed run sees the same)."""
+    order = np.random.default_rng([seed, epoch]).permutation(rows)
+    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+class Finetuner:
+    """One fine-tuning run: the model, the optimiser, the images and the seen labels' text."""
+
+    def __init__(self, config: FinetuneConfig):
+        self.config = config
+        self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"{self.device} asked for but CUDA is not available on this machine")
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        source = open_dataset(config.dataset, config.root, **adapter_options(config))
+        self.split = select_splits(source, (config.split,), config.limit)[config.split]
+        self.seen = np.asarray(source.vocabulary.seen, dtype=bool)
+        if not self.seen.any():
+            raise UsageError(f"{config.root}: no seen labels to fine-tune on")
+        self.model, self.sha256 = load_trainable_clip(config.model, self.device, config.download_root)
+        names = [name for name, seen in zip(source.vocabulary.names, self.seen) if seen]
+        text = embed_labels(self.model, names, load_prompts(config.prompts), self.device, progress=config.progress)
+        self.text = torch.from_numpy(text).to(self.device)                                    # (S, D)
+        self.rows = trainable_images(self.split, self.seen)
+        if len(self.rows) == 0:
+            raise UsageError(f"{config.root}: split {config.split} has no image with a seen positive")
+        self.scale = config.logit_scale or float(self.model.logit_scale.exp())
+        self.preprocess = import_clip().clip._transform(self.model.visual.input_resolution)
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        steps = config.epochs * len(epoch_batches(self.rows, config.batch_size, config.seed, 0))
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=config.lr, total_steps=steps)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+
+    def settings(self) -> dict:
+        """What a resumed run must share with the run it continues."""
+        return dataclasses.asdict(self.config) | {"weights_sha256": self.sha256}
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """One Adam step of the ranking loss on CLIP-ML logits; returns the loss."""
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
+            embedding = self.model.encode_image(images.to(self.device, non_blocking=True))     # (B, D)
+        logits = self.scale * F.normalize(embedding.float(), dim=-1) @ self.text.T           # (B, S)
+        loss = ranking_loss(logits, labels.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.schedule.last_epoch + 1 < self.schedule.total_steps:
+            self.schedule.step()
+        return float(loss.detach())
+
+    def epoch(self, epoch: int) -> dict:
+        """One pass over the trainable images; unreadable ones are left out of their batch."""
+        batches = epoch_batches(self.rows, self.config.batch_size, self.config.seed, epoch)
+        loader = torch.utils.data.DataLoader(
+            ImageRows(self.split.paths, self.preprocess, self.model.visual.input_resolution, self.split.file_check),
+            batch_sampler=batches, num_workers=self.config.workers, pin_memory=self.device.type == "cuda")
+        bar = progress(total=len(batches), desc=f"finetune epoch {epoch}", unit="batch", enabled=self.config.progress)
+        total, steps, images, skipped, started = 0.0, 0, 0, 0, time.perf_counter()
+        for rows, tensors, reasons, _ in loader:
+            ok = torch.tensor([not reason for reason in reasons])
+            skipped += int((~ok).sum())
+            if ok.any():
+                kept = rows[ok].tolist()
+                labels = np.stack([self.split.labels(r, r + 1)[0] for r in kept])[:, self.seen]
+                total += self.step(tensors[ok], torch.from_numpy(labels.astype(np.int8)))
+                steps, images = steps + 1, images + len(kept)
+                bar.set_postfix(loss=f"{total / steps:.4f}")
+            bar.update(1)
+        bar.close()
+        return {"epoch": epoch, "loss": total / max(steps, 1), "steps": steps, "images": images,
+                "unreadable": skipped, "seconds": round(time.perf_counter() - started, 3),
+                "lr": self.schedule.get_last_lr()[0]}
+
+    def checkpoint(self, epoch: int) -> dict:
+        return {"epoch": epoch, "visual": self.model.visual.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def restore(self, state: dict) -> int:
+        self.model.visual.load_state_dict(state["visual"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        return int(state["epoch"])
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The whole CLIP as OpenAI publishes it (`clip.model.convert_weights`: fp16 weights)."""
+        released = copy.deepcopy(self.model).cpu()
+        import_clip().model.convert_weights(released)
+        return {key: value.detach().clone() for key, value in released.state_dict().items()}
+
+
+def check_resumable(folder: str, finetuner: Finetuner) -> None:
+    """A resumed run must start from the same weights, data and training settings."""
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+        before = json.load(handle)
+    now = finetuner.settings()
+    previous = dataclasses.asdict(from_dict(FinetuneConfig, before)) | {"weights_sha256": before.get("weights_sha256")}
+    changed = sorted(key for key in now if key not in RESUMABLE_CHANGES and previous.get(key) != now[key])
+    if changed:
+        raise UsageError(f"{folder}: an unfinished fine-tuning with other settings ({', '.join(changed)}); "
+                         "rerun it as it was, or pass --overwrite to start again")
+
+
+def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneResult:
+    """Fine-tune, checkpointing every epoch (a rerun resumes), then write the weights to `config.out`."""
+    started = time.perf_counter()
+    folder = sidecar(config.out)
+    if os.path.exists(config.out) and not overwrite:
+        raise UsageError(f"{config.out}: already exists; pass --overwrite to replace it")
+    if overwrite and os.path.isdir(folder):
+        shutil.rmtree(folder)
+    finetuner = Finetuner(config)
+    checkpoint, log = os.path.join(folder, "checkpoint.pt"), os.path.join(folder, "log.jsonl")
+    first = 1
+    if os.path.exists(checkpoint):
+        check_resumable(folder, finetuner)
+        first = finetuner.restore(load_tensors(checkpoint, flat=False)) + 1
+    else:
+        os.makedirs(folder, exist_ok=True)
+        if os.path.exists(log):
+            os.remove(log)
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as handle:
+        json.dump(finetuner.settings(), handle, indent=2, sort_keys=True)
+    entry = {"loss": float("nan")}
+    for epoch in range(first, config.epochs + 1):
+        entry = finetuner.epoch(epoch)
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        save_tensors(checkpoint, finetuner.checkpoint(epoch))
+    os.makedirs(os.path.dirname(os.path.abspath(config.out)), exist_ok=True)
+    save_tensors(config.out, finetuner.weights())
+    if os.path.exists(checkpoint):
+        os.remove(checkpoint)
+    return FinetuneResult(config.out, config.epochs, len(finetuner.rows), entry["loss"],
+                          time.perf_counter() - started, file_sha256(config.out))
