@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from ovml.config import PAPER_SETTINGS, EvalConfig, TrainConfig  # noqa: E402
 from ovml.metrics import evaluate  # noqa: E402
-from ovml.pipelines.evaluate import evaluate_cache  # noqa: E402
+from ovml.pipelines.evaluate import evaluate_cache, evaluated_labels  # noqa: E402
 from ovml.pipelines.train import train_head  # noqa: E402
 from ovml.synthetic import PlantedWorld, write_planted_world  # noqa: E402
 
@@ -59,12 +59,12 @@ def one_seed(seed: int, args: argparse.Namespace, folder: str) -> dict[str, dict
         print(f"seed {seed}: {name} trained in {results[name]['seconds']:.0f} s", file=sys.stderr, flush=True)
     rng = np.random.default_rng([seed, 99])
     for split in ("unseen", "all"):
-        evaluation = evaluate_cache(EvalConfig(cache=cache, heads=tuple(runs), split=split, alphas=(0.0,),
-                                               progress=False))
+        config = EvalConfig(cache=cache, heads=tuple(runs), split=split, alphas=(0.0,), progress=False)
+        evaluation, labels = evaluate_cache(config), evaluated_labels(config)
         for row in evaluation.summary["rows"]:
             name = runs.get(row.get("run"), BASELINES.get(row["method"]))
             results.setdefault(name, {}).update({(split, m): row[m] for m in ("mAP", "F1@3")})
-        chance = evaluate(rng.random(evaluation.labels.shape), evaluation.labels, ks=(3,))
+        chance = evaluate(rng.random(labels.shape), labels, ks=(3,))
         results.setdefault("random scorer", {}).update({(split, m): chance[m] for m in ("mAP", "F1@3")})
     return results
 

@@ -60,6 +60,14 @@ def label_columns(reader: CacheReader, split: str) -> np.ndarray:
     return choices[split]
 
 
+def evaluated_labels(config: EvalConfig) -> np.ndarray:
+    """The (images, labels) int8 matrix `evaluate_cache(config)` scores, read whole: for small
+    caches (tests, benchmarks scoring a random ranker), never at Open Images size."""
+    with CacheReader(config.cache, allow_partial=config.allow_partial) as reader:
+        usable = reader.usable_rows(config.image_split)
+        return reader.read_labels(config.image_split)[usable][:, label_columns(reader, config.split)]
+
+
 def default_ks(num_labels: int) -> tuple[int, ...]:
     """K = 3, 5, or 10, 20 for vocabularies above 5,000 labels (Open Images)."""
     return (10, 20) if num_labels > 5000 else (3, 5)

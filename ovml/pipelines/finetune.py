@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -31,12 +32,12 @@ from ..config import FinetuneConfig, from_dict
 from ..errors import UsageError
 from ..extract.backbone import file_sha256, import_clip, read_state_dict, resolve_weights
 from ..extract.datasets import Split, open_dataset
-from ..extract.images import ImageRows
+from ..extract.images import ImageRows, collate, normalise
 from ..extract.runner import adapter_options, select_splits
 from ..extract.text import embed_labels, load_prompts
 from ..heads.losses import ranking_loss
 from ..progress import progress
-from .runs import load_tensors, save_tensors
+from .runs import load_tensors, save_tensors, schedule_state
 
 LABEL_BLOCK = 4096  # label rows read at a time when looking for trainable images
 RESUMABLE_CHANGES = {"epochs", "device", "workers", "threads", "progress", "download_root", "out"}
@@ -107,7 +108,6 @@ class Finetuner:
         if len(self.rows) == 0:
             raise UsageError(f"{config.root}: split {config.split} has no image with a seen positive")
         self.scale = config.logit_scale or float(self.model.logit_scale.exp())
-        self.preprocess = import_clip().clip._transform(self.model.visual.input_resolution)
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
         steps = config.epochs * len(epoch_batches(self.rows, config.batch_size, config.seed, 0))
@@ -121,7 +121,7 @@ class Finetuner:
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """One Adam step of the ranking loss on CLIP-ML logits; returns the loss."""
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
-            embedding = self.model.encode_image(images.to(self.device, non_blocking=True))     # (B, D)
+            embedding = self.model.encode_image(normalise(images.to(self.device, non_blocking=True)))  # (B, D)
         logits = self.scale * F.normalize(embedding.float(), dim=-1) @ self.text.T           # (B, S)
         loss = ranking_loss(logits, labels.to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
@@ -135,13 +135,16 @@ class Finetuner:
     def epoch(self, epoch: int) -> dict:
         """One pass over the trainable images; unreadable ones are left out of their batch."""
         batches = epoch_batches(self.rows, self.config.batch_size, self.config.seed, epoch)
+        side = self.model.visual.input_resolution
         loader = torch.utils.data.DataLoader(
-            ImageRows(self.split.paths, self.preprocess, self.model.visual.input_resolution, self.split.file_check),
-            batch_sampler=batches, num_workers=self.config.workers, pin_memory=self.device.type == "cuda")
+            ImageRows(self.split.paths, side, self.split.file_check), batch_sampler=batches,
+            collate_fn=functools.partial(collate, side=side), num_workers=self.config.workers,
+            pin_memory=self.device.type == "cuda")
         bar = progress(total=len(batches), desc=f"finetune epoch {epoch}", unit="batch", enabled=self.config.progress)
         total, steps, images, skipped, started = 0.0, 0, 0, 0, time.perf_counter()
-        for rows, tensors, reasons, _ in loader:
-            ok = torch.tensor([not reason for reason in reasons])
+        for batch in loader:
+            rows, tensors = batch.rows, batch.pixels                                # (B,), (B, 3, S, S) uint8
+            ok = torch.tensor([not reason for reason in batch.reasons])
             skipped += int((~ok).sum())
             if ok.any():
                 kept = rows[ok].tolist()
@@ -157,7 +160,7 @@ class Finetuner:
 
     def checkpoint(self, epoch: int) -> dict:
         return {"epoch": epoch, "visual": self.model.visual.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict()}
+                "schedule": schedule_state(self.schedule), "scaler": self.scaler.state_dict()}
 
     def restore(self, state: dict) -> int:
         self.model.visual.load_state_dict(state["visual"])
