@@ -15,7 +15,7 @@ class ExtractConfig:
     dataset: str                         # adapter: folder, nuswide, openimages, coco
     root: str                            # dataset root folder
     out: str                             # cache path: *.zarr (default backend) or *.h5
-    model: str = "RN50"                  # CLIP ResNet name or a local weights file
+    model: str = "RN50"                  # CLIP name (RN50, ..., ViT-B/16, ...) or a local weights file
     device: str = "cpu"                  # torch device; cuda runs fp16 as clip does
     splits: tuple[str, ...] | None = None  # splits to extract (None: all the adapter offers)
     batch_size: int = 64                 # images per forward pass
@@ -50,7 +50,9 @@ class TrainConfig:
     tau: float = 0.2                     # contrastive temperature
     logit_scale: float = 100.0           # scores are cosines times this in the losses (CLIP's 100)
     rank_loss: str = "softplus"          # softplus (OVML, Fast0Tag) or hinge (LESA/BiAM)
-    q_init: str = "random"               # F_q initialisation: random or pinv
+    q_init: str = "random"               # F_q initialisation: random or pinv (pinv: ResNet caches only)
+    vit_output: str | None = None        # ViT caches: the head's reading, residual or direct (METHOD.md);
+                                         # None: heads/attention_vit.py DEFAULT_OUTPUT. ResNet caches: None
     negatives: int | None = None         # sample this many negative labels per batch (None: all)
     val_fraction: float = 0.05           # training rows held out for per-epoch seen-label mAP
     pseudo_unseen: float = 0.0           # seen labels held out of training, for `eval --alpha auto`

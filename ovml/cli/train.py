@@ -24,7 +24,11 @@ from .common import device_options, resolve_device, user_errors
               help="Cosine scores are multiplied by this in the losses (CLIP's 100).")
 @click.option("--rank-loss", type=click.Choice(["softplus", "hinge"]), default="softplus", show_default=True,
               help="softplus: OVML's log(1+exp); hinge: LESA/BiAM's margin-1 hinge.")
-@click.option("--q-init", type=click.Choice(["random", "pinv"]), default="random", show_default=True)
+@click.option("--q-init", type=click.Choice(["random", "pinv"]), default="random", show_default=True,
+              help="F_q's start: random, or pinv (ResNet caches only: q_proj composed with pinv(c_proj)).")
+@click.option("--vit-output", type=click.Choice(["residual", "direct"]), default=None,
+              help="ViT caches: the head's reading of the last block, residual (cls + attention, then the "
+                   "MLP) or direct (MaskCLIP's) [default: residual, README 'Vision Transformers'].")
 @click.option("--negatives", type=click.IntRange(1), default=None,
               help="Sample K negative labels per batch (all positives kept) for large vocabularies.")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.05, show_default=True,
@@ -42,8 +46,8 @@ from .common import device_options, resolve_device, user_errors
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @user_errors
 def train_head(cache, out, head_name, epochs, batch_size, lr, weight_decay, contrastive_weight, no_contrastive,
-               tau, logit_scale, rank_loss, q_init, negatives, val_fraction, pseudo_unseen, seed, gpu, device,
-               in_memory, shuffle_buffer, split, allow_partial, resume, overwrite) -> None:
+               tau, logit_scale, rank_loss, q_init, vit_output, negatives, val_fraction, pseudo_unseen, seed, gpu,
+               device, in_memory, shuffle_buffer, split, allow_partial, resume, overwrite) -> None:
     """Train a head on the cache's seen labels (the backbone never runs)."""
     from ..config import TrainConfig
     from ..pipelines.locate import cache_stem, only_cache
@@ -52,7 +56,8 @@ def train_head(cache, out, head_name, epochs, batch_size, lr, weight_decay, cont
     out = out or os.path.join("runs", f"{cache_stem(cache)}-{head_name}")
     config = TrainConfig(cache=cache, out=out, head=head_name, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, contrastive_weight=0.0 if no_contrastive else contrastive_weight,
-                         tau=tau, logit_scale=logit_scale, rank_loss=rank_loss, q_init=q_init, negatives=negatives,
+                         tau=tau, logit_scale=logit_scale, rank_loss=rank_loss, q_init=q_init, vit_output=vit_output,
+                         negatives=negatives,
                          val_fraction=val_fraction, pseudo_unseen=pseudo_unseen, seed=seed,
                          device=resolve_device(gpu, device), split=split, in_memory=in_memory,
                          shuffle_buffer=shuffle_buffer, allow_partial=allow_partial)

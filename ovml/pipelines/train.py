@@ -19,6 +19,7 @@ import torch
 from ..cache.reader import CacheReader
 from ..config import TrainConfig, from_dict
 from ..errors import UsageError
+from ..heads.attention_vit import DEFAULT_OUTPUT as DEFAULT_VIT_OUTPUT
 from ..heads.base import cosine_scores
 from ..heads.losses import (ProjectionHead, hinge_ranking_loss, ranking_loss, sample_label_columns,
                             supervised_contrastive_loss)
@@ -42,9 +43,17 @@ class TrainResult:
     seconds: float
 
 
-def head_options(config: TrainConfig) -> dict:
-    """The options a head is built with (recorded in config.json to rebuild it later)."""
-    return {"q_init": config.q_init} if config.head == "ovml" else {}
+def head_options(config: TrainConfig, kind: str = "resnet") -> dict:
+    """The options a head is built with (recorded in config.json to rebuild it later), for a
+    cache of backbone `kind`; --vit-output on a ResNet cache is refused."""
+    if kind != "vit" and config.vit_output is not None:
+        raise UsageError(f"{config.cache}: --vit-output applies to Vision Transformer caches; this one "
+                         "holds a ResNet's features")
+    if config.head != "ovml":
+        return {}
+    if kind == "vit":
+        return {"q_init": config.q_init, "vit_output": config.vit_output or DEFAULT_VIT_OUTPUT}
+    return {"q_init": config.q_init}
 
 
 def split_seen_labels(seen: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +77,7 @@ class Trainer:
         self.text = torch.from_numpy(reader.text[self.seen_columns]).to(self.device)   # (S, D)
         torch.manual_seed(config.seed)
         self.head = build_head(config.head, cache_pool(reader, self.device), reader.num_heads,
-                               **head_options(config)).to(self.device)
+                               **head_options(config, reader.kind)).to(self.device)
         self.projector = ProjectionHead(reader.embed_dim).to(self.device) if config.contrastive_weight > 0 else None
         mask = trainable_rows(reader, config.split, self.seen_columns, config.progress)
         self.train_rows, self.val_rows = carve_validation(mask, reader.unit_rows(config.split),
@@ -163,7 +172,7 @@ class Trainer:
         return {"train": dataclasses.asdict(self.config),
                 "cache": {"path": os.path.abspath(self.reader.path), "fingerprint": self.reader.fingerprint(),
                           "backbone": self.reader.backbone, "prompts": self.reader.prompts},
-                "head": {"name": self.config.head, "options": head_options(self.config),
+                "head": {"name": self.config.head, "options": head_options(self.config, self.reader.kind),
                          "num_heads": self.reader.num_heads, "embed_dim": self.reader.embed_dim,
                          "channels": self.reader.channels, "hw": self.reader.hw},
                 "seed": self.config.seed, "label_columns": "seen",
