@@ -113,3 +113,19 @@ def test_vit_dask_tasks_write_the_same_bytes(folder_dataset, tiny_vit, tmp_path)
             extract_units_task(_worker_config(config), split, units[start:start + UNITS_PER_TASK])
     finish(job)
     assert_same_arrays(all_arrays(single), all_arrays(tasks))
+
+
+def test_fp16_as_on_cuda_gives_clips_own_fp16_embedding(tiny_vit_files):
+    """On CUDA clip's weights stay fp16 (convert_weights); the same model on this CPU checks that
+    the split forward keeps clip's dtypes: global equals clip's own fp16 encode_image."""
+    import copy
+
+    from ovml.extract.backbone import import_clip
+    model = copy.deepcopy(tiny_vit_files["model"])
+    import_clip().model.convert_weights(model)
+    backbone = VitBackbone(model, "tiny", "0" * 64, torch.device("cpu"), None)
+    images = torch.randn(2, 3, 64, 64)
+    tokens, global_embedding = backbone.encode(images)
+    assert tokens.dtype == global_embedding.dtype == torch.float16
+    with torch.no_grad():
+        assert torch.equal(global_embedding, model.encode_image(images.half()))

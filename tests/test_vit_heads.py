@@ -81,7 +81,7 @@ def test_vit_pool_global_matches_openai_residual_block(pool, inputs):
 @pytest.mark.parametrize("formulation", ["literal", "fused"])
 def test_residual_head_with_the_class_token_query_is_clip_global(pool, inputs, formulation):
     tokens = inputs[0]
-    head = VitOVMLHead.from_pool(pool, HEADS_N, D, formulation=formulation)
+    head = VitOVMLHead.from_pool(pool, HEADS_N, D, vit_output="residual", formulation=formulation)
     with torch.no_grad():
         pooled = head.attend(tokens, clip_class_query(tokens, pool))[:, 0]           # (N, D)
     torch.testing.assert_close(pooled, clip_global(tokens, pool), atol=1e-4, rtol=1e-4)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from ovml.cache.reader import CacheReader
+from ovml.cache.store import open_store
 from ovml.cli import main
 from ovml.synthetic import PlantedWorld, write_planted_world
 from tests.cache_arrays import assert_cache_checks
@@ -102,22 +102,30 @@ def test_predict_explains_over_the_patch_grid_and_add_labels(tiny_vit_cache, tin
     assert_cache_checks(tiny_vit_cache)
 
 
-def test_caches_without_kind_still_read_as_resnet(small_world):
-    with CacheReader(small_world) as reader:
-        assert reader.kind == "resnet" and reader.read("train", "tokens", 0, 2).shape == (2, 49, 128)
-    # (the planted ResNet world writes kind "resnet"; a cache from before ViTs has none:)
-    from ovml.cache.schema import backbone_kind
-    assert backbone_kind({"name": "RN50"}) == "resnet"
+def test_caches_without_kind_still_read_as_resnet(tmp_path):
+    """A cache written before ViTs has no backbone.kind: it reads, checks and trains as a ResNet's."""
+    path = write_planted_world(str(tmp_path / "old.zarr"), PlantedWorld(train_images=128, test_images=64))
+    store = open_store(path, "a")
+    backbone = store.get_attr("backbone")
+    del backbone["kind"]
+    store.set_attr("backbone", backbone)
+    store.close()
+    with CacheReader(path) as reader:
+        assert "kind" not in reader.backbone and reader.kind == "resnet"
+        assert reader.read("train", "tokens", 0, 2).shape == (2, 49, 128)
+    assert_cache_checks(path)
+    run("train-head", "--cache", path, "--out", str(tmp_path / "run"), "--epochs", "1")
 
 
 def test_the_head_beats_clip_ml_on_the_planted_vit_world(tmp_path):
-    """Issue 13, item 4: defaults (only --epochs given), ZSL mAP on the planted ViT world."""
-    cache = write_planted_world(str(tmp_path / "vit.zarr"),
-                                PlantedWorld(train_images=2000, test_images=500, backbone_kind="vit"))
+    """Issue 13, item 4: the default planted world (4000 / 1000 images) with a ViT-shaped pool,
+    `train-head --epochs 10` and otherwise defaults. Measured (benchmarks/vit_readings.py, the
+    direct reading, lr 1e-2, logit scale 20): ZSL mAP 54.2 (head) vs 43.1 (CLIP-ML); assert half."""
+    cache = write_planted_world(str(tmp_path / "vit.zarr"), PlantedWorld(backbone_kind="vit"))
     out = str(tmp_path / "run")
-    run("train-head", "--cache", cache, "--out", out, "--epochs", "6", *UNTIL_ISSUE_10)
-    metrics = json.loads(run("eval", "--cache", cache, "--head", out, "--alpha", "0", "--json",
-                             "--out", str(tmp_path / "eval")).output)
-    maps = {row["method"]: row["mAP"] for row in metrics["rows"]}
-    assert maps["ovml"] > maps["clip-ml"] + 5, maps
-    assert np.isfinite(list(maps.values())).all()
+    run("train-head", "--cache", cache, "--out", out, "--epochs", "10", *UNTIL_ISSUE_10)
+    metrics = json.loads(run("eval", "--cache", cache, "--head", out, "--alpha", "0", "--baselines", "clip-ml",
+                             "--json", "--out", str(tmp_path / "eval")).output)
+    rows = {row["method"]: row for row in metrics["rows"]}
+    assert rows["ovml"]["mAP"] - rows["clip-ml"]["mAP"] >= 5.0, rows
+    assert rows["ovml"]["F1@3"] > rows["clip-ml"]["F1@3"]

@@ -28,7 +28,7 @@ from .common import device_options, resolve_device, user_errors
               help="F_q's start: random, or pinv (ResNet caches only: q_proj composed with pinv(c_proj)).")
 @click.option("--vit-output", type=click.Choice(["residual", "direct"]), default=None,
               help="ViT caches: the head's reading of the last block, residual (cls + attention, then the "
-                   "MLP) or direct (MaskCLIP's) [default: residual, README 'Vision Transformers'].")
+                   "MLP) or direct (MaskCLIP's) [default: direct, measured: README 'Vision Transformers'].")
 @click.option("--negatives", type=click.IntRange(1), default=None,
               help="Sample K negative labels per batch (all positives kept) for large vocabularies.")
 @click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.05, show_default=True,
