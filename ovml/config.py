@@ -94,3 +94,16 @@ def from_dict(kind: type[T], values: dict) -> T:
         if key in fields:
             kept[key] = tuple(value) if isinstance(value, list) else value
     return kind(**kept)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """`ovml serve`: the tagging page over one trained head."""
+
+    head: str | None                     # run folder of a trained head (None: CLIP-ML alone)
+    host: str = "127.0.0.1"              # address to bind; anything else exposes the page beyond this machine
+    port: int = 7860                     # TCP port (0: any free one)
+    device: str = "cpu"                  # torch device
+    model: str | None = None             # CLIP weights (None: the ones the head was trained on)
+    prompts: str | None = None           # prompt templates (None: the head's cache's)
+    download_root: str | None = None     # where named CLIP models are kept

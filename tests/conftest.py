@@ -122,3 +122,22 @@ def trained_run(planted_world, tmp_path_factory) -> str:
                                        "--lr", "1e-2", "--logit-scale", "20", "--pseudo-unseen", "0.1"])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_clip, tmp_path_factory) -> dict:
+    """A tiny cache extracted with the tiny CLIP and an OVML head trained on it for one epoch:
+    {'cache': path, 'run': folder, 'images': the dataset's image folder}."""
+    from click.testing import CliRunner
+
+    from ovml.cli import main
+    folder = tmp_path_factory.mktemp("tiny-run")
+    root = str(folder / "shapes")
+    write_folder_dataset(root, images=24)
+    paths = {"cache": str(folder / "shapes.zarr"), "run": str(folder / "shapes-ovml"), "images": root + "/img"}
+    for args in (["extract", "--dataset", "folder", "--root", root, "--out", paths["cache"], "--model", tiny_clip,
+                  "--workers", "0", "--unit-rows", "8"],
+                 ["train-head", "--cache", paths["cache"], "--out", paths["run"], "--epochs", "1"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+    return paths

@@ -14,7 +14,7 @@ def test_ovml_help_runs_as_a_real_program():
     program = os.path.join(os.path.dirname(sys.executable), "ovml")
     done = subprocess.run([program, "--help"], capture_output=True, text=True)
     assert done.returncode == 0
-    for command in ("extract", "info", "train-head", "eval", "predict", "add-labels", "demo"):
+    for command in ("extract", "info", "train-head", "eval", "predict", "add-labels", "serve", "demo"):
         assert command in done.stdout
 
 

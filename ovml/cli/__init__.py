@@ -9,6 +9,7 @@ from .demo import demo
 from .evaluate import eval_command
 from .extract import extract
 from .predict import predict
+from .serve import serve
 from .train import train_head
 
 
@@ -22,7 +23,7 @@ def main() -> None:
     """
 
 
-for command in (extract, info, check, train_head, eval_command, predict, add_labels, demo):
+for command in (extract, info, check, train_head, eval_command, predict, add_labels, serve, demo):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -40,10 +40,10 @@ def eval_command(cache, heads, split, alpha, ks, baselines, dense_top_k, out, as
     """Score ZSL/GZSL with LESA's protocol: CLIP-ML, dense CLIP and trained heads at each alpha."""
     import json
     from ..config import EvalConfig
-    from ..pipelines.evaluate import evaluate_cache
     from ..pipelines.locate import cache_stem, newest_run_for, only_cache
-    from ..pipelines.report import table, write_report
+    from ..pipelines.report import evaluate_and_report, table
     cache = cache or only_cache()
+    out = out or os.path.join("runs", f"eval-{cache_stem(cache)}-{split}")
     alphas, auto = parse_alphas(alpha)
     if not heads:
         newest = newest_run_for(cache)
@@ -57,9 +57,7 @@ def eval_command(cache, heads, split, alpha, ks, baselines, dense_top_k, out, as
                         out=out, device=resolve_device(gpu, device), image_split=image_split,
                         batch_size=batch_size, dense_top_k=dense_top_k, allow_partial=allow_partial,
                         progress=not as_json)
-    evaluation = evaluate_cache(config)
-    out = out or os.path.join("runs", f"eval-{cache_stem(cache)}-{split}")
-    written = write_report(evaluation, out)
+    evaluation, written = evaluate_and_report(config)
     if as_json:
         click.echo(json.dumps(evaluation.summary, indent=2))
         return

@@ -29,8 +29,8 @@ def predict(images, labels, labels_file, head, model, top_k, alpha, prompts, exp
     import json
     from ..pipelines.predict import Predictor, expand_images, read_label_names
     names = read_label_names(labels, labels_file)
-    predictor = Predictor(names, model, head, alpha, resolve_device(gpu, device), download_root, prompts)
-    predictions = predictor.predict(expand_images(list(images)), top_k, explain=explain_dir)
+    predictor = Predictor(model, head, resolve_device(gpu, device), download_root, prompts)
+    predictions = predictor.predict(expand_images(list(images)), names, top_k, alpha, explain=explain_dir)
     written = [p.explanation for p in predictions if p.explanation]
     if as_json:
         click.echo(json.dumps([p.as_json() for p in predictions], indent=2))

@@ -24,8 +24,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def decode(path: str, preprocess: Callable, file_check: FileCheck | None = None) -> tuple[torch.Tensor | None, str]:
-    """The preprocessed tensor of one image file, or (None, reason) when it cannot be used."""
+def read_image_file(path: str) -> tuple[bytes | None, str]:
+    """The bytes of an image file, or (None, reason) when there are none to read."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -35,10 +35,12 @@ def decode(path: str, preprocess: Callable, file_check: FileCheck | None = None)
         return None, f"unreadable file ({err.strerror or err})"
     if not data:
         return None, "empty file (0 bytes)"
-    if file_check is not None:
-        reason = file_check(data)
-        if reason:
-            return None, reason
+    return data, ""
+
+
+def open_rgb(data: bytes, preprocess: Callable = lambda image: image) -> tuple[object | None, str]:
+    """`preprocess` of the 8-bit RGB image encoded in `data` (the image itself by default), or
+    (None, reason) for bytes that are not a safely decodable image (decompression bombs included)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -51,6 +53,18 @@ def decode(path: str, preprocess: Callable, file_check: FileCheck | None = None)
         return None, "not an image file"
     except Exception as err:  # PIL raises many types for corrupt files
         return None, f"not a readable image ({type(err).__name__}: {err})".replace("\n", " ").replace("\t", " ")
+
+
+def decode(path: str, preprocess: Callable, file_check: FileCheck | None = None) -> tuple[torch.Tensor | None, str]:
+    """The preprocessed tensor of one image file, or (None, reason) when it cannot be used."""
+    data, reason = read_image_file(path)
+    if data is None:
+        return None, reason
+    if file_check is not None:
+        reason = file_check(data)
+        if reason:
+            return None, reason
+    return open_rgb(data, preprocess)
 
 
 class ImageRows(torch.utils.data.Dataset):

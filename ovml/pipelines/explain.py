@@ -7,9 +7,9 @@ from PIL import Image
 from ..extract.images import to_rgb
 
 
-def center_square(path: str, size: int) -> np.ndarray:
-    """The image as CLIP sees it: shorter side resized to `size`, centre-cropped."""
-    image = to_rgb(Image.open(path))
+def center_square(picture: Image.Image, size: int) -> np.ndarray:
+    """The image as CLIP sees it: shorter side resized to `size`, centre-cropped; (size, size, 3) uint8."""
+    image = to_rgb(picture)
     scale = size / min(image.size)
     image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
                          Image.BICUBIC)
@@ -17,13 +17,13 @@ def center_square(path: str, size: int) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
-def draw_attention(image_path: str, size: int, labels: list[tuple[str, float]], maps: np.ndarray,
+def draw_attention(picture: Image.Image, size: int, labels: list[tuple[str, float]], maps: np.ndarray,
                    out: str) -> None:
     """Save a row of panels: the image, then one overlay per label (maps: (k, H, W))."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    picture = center_square(image_path, size)
+    picture = center_square(picture, size)
     figure, axes = plt.subplots(1, len(labels) + 1, figsize=(2.6 * (len(labels) + 1), 2.8))
     axes[0].imshow(picture)
     axes[0].set_title("image", fontsize=8)

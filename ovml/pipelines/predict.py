@@ -1,32 +1,42 @@
-"""`ovml predict`: top-K labels of new images for any vocabulary, with CLIP-ML or a trained head.
+"""Top-K labels of new images for any vocabulary, with CLIP-ML or a trained head.
 
-The model is loaded once; images are decoded like the extractor does; `--explain` writes each
-image with the head's attention map of every predicted label overlaid (the paper's Figure 3).
+One code path for every face: `ovml predict`, `ovml.load_tagger(...).predict` and the page of
+`ovml serve` all call `Predictor.predict`. The model is loaded once; images (files, encoded bytes
+or PIL images) are decoded like the extractor does; the attention map of every predicted label
+comes from the same forward pass as the scores (`--explain` draws them, the page shows them).
 """
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import UsageError
 from ..extract.backbone import Backbone, load_backbone, resolve_weights
-from ..extract.images import decode
+from ..extract.images import open_rgb, read_image_file, to_rgb
 from ..extract.text import embed_labels, load_prompts
 from .runs import RunFolder
 from .scoring import TrainedHead, clip_ml_scores, head_parts, load_trained_head, pool_tensors
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+TEXT_CACHE = 16  # label lists whose text embeddings are kept (a page re-scoring one image reuses them)
+
+ImageInput = Union[str, "os.PathLike[str]", bytes, Image.Image]
 
 
 @dataclass
 class Prediction:
-    image: str
+    image: str                        # the file, or a name given to an in-memory image
     labels: list[tuple[str, float]]   # (name, score), best first
     error: str = ""                   # why the image could not be read
     explanation: str = ""             # the attention-map PNG, with --explain
+    attention: np.ndarray | None = None   # (k, H, W): the head's attention map of each predicted label
+    picture: Image.Image | None = None    # the decoded RGB image, kept with the attention maps
 
     def as_json(self) -> dict:
         entry = {"image": self.image, "labels": [{"name": n, "score": round(s, 6)} for n, s in self.labels]}
@@ -49,18 +59,23 @@ def expand_images(inputs: list[str]) -> list[str]:
     return images
 
 
+def parse_label_names(labels: str | list[str] | tuple[str, ...]) -> list[str]:
+    """'a, b,,a' or ['a', 'b'] -> ['a', 'b']: stripped, empty ones dropped, duplicates once."""
+    parts = labels.split(",") if isinstance(labels, str) else list(labels)
+    names = list(dict.fromkeys(n.strip() for n in parts if isinstance(n, str) and n.strip()))
+    if not names:
+        raise UsageError("the label list is empty")
+    return names
+
+
 def read_label_names(labels: str | None, labels_file: str | None) -> list[str]:
     """Labels from `--labels "a,b"` or `--labels-file` (one per line)."""
     if bool(labels) == bool(labels_file):
         raise UsageError("give exactly one of --labels or --labels-file")
     if labels:
-        names = [n.strip() for n in labels.split(",") if n.strip()]
-    else:
-        with open(labels_file, encoding="utf-8-sig") as handle:
-            names = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
-    if not names:
-        raise UsageError("the label list is empty")
-    return list(dict.fromkeys(names))
+        return parse_label_names(labels)
+    with open(labels_file, encoding="utf-8-sig") as handle:
+        return parse_label_names([line for line in handle if not line.startswith("#")])
 
 
 def check_head_backbone(trained_on: dict, model: str, download_root: str | None) -> None:
@@ -71,80 +86,131 @@ def check_head_backbone(trained_on: dict, model: str, download_root: str | None)
                          f"({trained_on['backbone'].get('name')}, sha256 {expected[:12]}...); pass that --model")
 
 
-class Predictor:
-    """CLIP (and optionally a trained head) loaded once, scoring images against a vocabulary."""
+def load_picture(item: ImageInput, index: int) -> tuple[Image.Image | None, str, str]:
+    """(RGB image or None, why not, a name for it) for a path, encoded bytes or a PIL image."""
+    if isinstance(item, Image.Image):
+        return to_rgb(item), "", getattr(item, "filename", "") or f"image {index}"
+    if isinstance(item, (bytes, bytearray)):
+        picture, reason = open_rgb(bytes(item)) if item else (None, "empty file (0 bytes)")
+        return picture, reason, f"image {index}"
+    path = os.fspath(item)
+    data, reason = read_image_file(path)
+    if data is None:
+        return None, reason, path
+    return (*open_rgb(data), path)
 
-    def __init__(self, names: list[str], model: str | None = None, head: str | None = None, alpha: float = 0.0,
-                 device: str = "cpu", download_root: str | None = None, prompts: str | None = None):
-        self.names = names
-        self.alpha = alpha
+
+class Predictor:
+    """CLIP (and optionally a trained head) loaded once, scoring images against any label list."""
+
+    def __init__(self, model: str | None = None, head: str | None = None, device: str = "cpu",
+                 download_root: str | None = None, prompts: str | None = None):
+        self.run = head
         trained_on = RunFolder(head).read_config()["cache"] if head else {}
+        self.cache_path: str | None = trained_on.get("path")
         model = model or trained_on.get("backbone", {}).get("name") or "RN50"
         check_head_backbone(trained_on, model, download_root)
-        templates = load_prompts(prompts) if prompts or not trained_on.get("prompts") else trained_on["prompts"]
+        self.templates = load_prompts(prompts) if prompts or not trained_on.get("prompts") else trained_on["prompts"]
         self.backbone: Backbone = load_backbone(model, device, download_root)
-        text = embed_labels(self.backbone.model, names, templates, self.backbone.device, progress=False)
-        self.text = torch.from_numpy(text).to(self.backbone.device)
         self.head: TrainedHead | None = None
         if head:
             pool = pool_tensors(self.backbone.pool_weights(), self.backbone.device)
             self.head = load_trained_head(head, pool, self.backbone.num_heads, self.backbone.device)
+        self._text: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
 
-    def features(self, images: list[str]) -> tuple[list[int], list[str], torch.Tensor, torch.Tensor]:
-        """(indices decoded, errors per image, spatial (n, HW, C) float32, global (n, D) float32)."""
-        tensors, kept, errors = [], [], []
-        for index, path in enumerate(images):
-            tensor, reason = decode(path, self.backbone.preprocess)
-            errors.append(reason)
-            if tensor is not None:
-                tensors.append(tensor)
-                kept.append(index)
-        if not tensors:
-            return kept, errors, torch.empty(0), torch.empty(0)
-        spatial, global_embedding = self.backbone.encode(torch.stack(tensors))
-        return kept, errors, spatial.float(), global_embedding.float()
+    @property
+    def has_attention(self) -> bool:
+        """True when the head draws per-label attention maps (the OVML attention head does)."""
+        return self.head is not None and hasattr(self.head.module, "attention_maps")
+
+    def vocabulary(self) -> list[str]:
+        """The label names of the cache the head was trained on ([] when it cannot be read)."""
+        if not self.cache_path:
+            return []
+        from ..cache.reader import CacheReader
+        from ..cache.schema import CacheError
+        try:
+            with CacheReader(self.cache_path, allow_partial=True) as reader:
+                return list(dict.fromkeys(reader.names))
+        except (CacheError, OSError):
+            return []
+
+    def label_text(self, names: list[str]) -> torch.Tensor:
+        """(L, D) prompt-ensembled text embeddings of `names`, embedded as one list (so the same
+        list always gets the same numbers) and kept for the next call with that list."""
+        key = tuple(names)
+        if key not in self._text:
+            text = embed_labels(self.backbone.model, names, self.templates, self.backbone.device, progress=False)
+            self._text[key] = torch.from_numpy(text).to(self.backbone.device)
+            while len(self._text) > TEXT_CACHE:
+                self._text.popitem(last=False)
+        self._text.move_to_end(key)
+        return self._text[key]
+
+    def features(self, pictures: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spatial (n, HW, C) and global (n, D) float32 features of decoded images."""
+        spatial, global_embedding = self.backbone.encode(torch.stack([self.backbone.preprocess(p) for p in pictures]))
+        return spatial.float(), global_embedding.float()
 
     @torch.no_grad()
-    def scores(self, spatial: torch.Tensor, global_embedding: torch.Tensor) -> np.ndarray:
+    def scores(self, spatial: torch.Tensor, global_embedding: torch.Tensor, text: torch.Tensor,
+               alpha: float) -> np.ndarray:
         if self.head is None:
-            return clip_ml_scores(global_embedding, self.text)
-        return head_parts(self.head.module, spatial, global_embedding, self.text).scores(self.alpha)
+            return clip_ml_scores(global_embedding, text)
+        return head_parts(self.head.module, spatial, global_embedding, text).scores(alpha)
 
-    def predict(self, images: list[str], top_k: int = 5, batch_size: int = 32,
+    @torch.no_grad()
+    def attention_maps(self, spatial: torch.Tensor, global_embedding: torch.Tensor, text: torch.Tensor,
+                       columns: np.ndarray) -> np.ndarray:
+        """(k, H, W) attention of one image's features (batch of 1) for the label `columns`."""
+        maps = self.head.module.attention_maps(spatial, global_embedding, text[columns])  # (1, k, HW)
+        grid = self.backbone.grid
+        return maps[0].reshape(len(columns), grid[0], grid[1]).float().cpu().numpy()      # (k, H, W)
+
+    def predict(self, images: ImageInput | list[ImageInput], labels: str | list[str], top_k: int = 5,
+                alpha: float = 0.0, batch_size: int = 32, attention: bool = False,
                 explain: str | None = None) -> list[Prediction]:
-        """Top-K labels per image; with `explain`, also the attention-map PNG of each image,
-        drawn from the same forward pass."""
+        """Top-K of `labels` per image, best first. `attention` keeps each predicted label's
+        attention map and the decoded image; `explain` also writes them as PNGs into that folder."""
+        if isinstance(images, (str, bytes, os.PathLike, Image.Image)):
+            images = [images]
+        if not 0 <= alpha <= 1:
+            raise UsageError(f"alpha must lie in [0, 1], got {alpha}")
+        if (attention or explain) and not self.has_attention:
+            raise UsageError("attention maps need --head with an attention head (ovml)")
         if explain:
-            if self.head is None or not hasattr(self.head.module, "attention_maps"):
-                raise UsageError("--explain needs --head with an attention head (ovml)")
             os.makedirs(explain, exist_ok=True)
+        names = parse_label_names(labels)
+        text = self.label_text(names)
         predictions = []
         for start in range(0, len(images), batch_size):
-            batch = images[start:start + batch_size]
-            kept, errors, spatial, global_embedding = self.features(batch)
-            scores = self.scores(spatial, global_embedding) if kept else np.zeros((0, len(self.names)))
-            row_of = {index: row for row, index in enumerate(kept)}
-            for index, path in enumerate(batch):
-                if index not in row_of:
-                    predictions.append(Prediction(path, [], errors[index]))
+            batch = [load_picture(item, start + i) for i, item in enumerate(images[start:start + batch_size])]
+            decoded = [picture for picture, _, _ in batch if picture is not None]
+            spatial, global_embedding = self.features(decoded) if decoded else (None, None)
+            scores = self.scores(spatial, global_embedding, text, alpha) if decoded else None
+            row = 0
+            for picture, reason, name in batch:
+                if picture is None:
+                    predictions.append(Prediction(name, [], reason))
                     continue
-                row = row_of[index]
                 order = np.argsort(-scores[row], kind="stable")[:top_k]
-                prediction = Prediction(path, [(self.names[j], float(scores[row][j])) for j in order])
+                prediction = Prediction(name, [(names[j], float(scores[row][j])) for j in order])
+                if attention or explain:
+                    prediction.attention = self.attention_maps(spatial[row:row + 1], global_embedding[row:row + 1],
+                                                               text, order)
+                    prediction.picture = picture
                 if explain:
-                    prediction.explanation = self.explain(prediction, spatial[row:row + 1],
-                                                          global_embedding[row:row + 1], order, explain)
+                    self.explain(prediction, explain, keep=attention)
                 predictions.append(prediction)
+                row += 1
         return predictions
 
-    @torch.no_grad()
-    def explain(self, prediction: Prediction, spatial: torch.Tensor, global_embedding: torch.Tensor,
-                columns: np.ndarray, out: str) -> str:
-        """Write the image with each predicted label's attention map over it; returns the PNG path."""
+    def explain(self, prediction: Prediction, out: str, keep: bool) -> None:
+        """Write the image with each predicted label's attention map over it (the paper's Figure 3)."""
         from .explain import draw_attention
-        maps = self.head.module.attention_maps(spatial, global_embedding, self.text[columns])  # (1, k, HW)
-        grid = self.backbone.grid
-        maps = maps[0].reshape(len(columns), grid[0], grid[1]).cpu().numpy()                  # (k, H, W)
-        path = os.path.join(out, os.path.splitext(os.path.basename(prediction.image))[0] + ".png")
-        draw_attention(prediction.image, self.backbone.input_resolution, prediction.labels, maps, path)
-        return path
+        stem = os.path.splitext(os.path.basename(prediction.image))[0].replace(" ", "-")
+        prediction.explanation = os.path.join(out, stem + ".png")
+        draw_attention(prediction.picture, self.backbone.input_resolution, prediction.labels, prediction.attention,
+                       prediction.explanation)
+        if not keep:
+            prediction.attention, prediction.picture = None, None

@@ -7,7 +7,8 @@ import os
 import numpy as np
 
 from ..metrics import average_precision_per_label
-from .evaluate import Evaluation, ScoredRow
+from ..config import EvalConfig
+from .evaluate import Evaluation, ScoredRow, evaluate_cache
 
 # The paper's published figures (Dao et al., Table I and the ablation), CLIP RN50.
 PAPER = {
@@ -161,3 +162,10 @@ def write_report(evaluation: Evaluation, out: str) -> list[str]:
     with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as handle:
         handle.write(markdown(evaluation.summary, plots))
     return written + [os.path.join(out, name) for name in plots] + [os.path.join(out, "report.md")]
+
+
+def evaluate_and_report(config: EvalConfig) -> tuple[Evaluation, list[str]]:
+    """Evaluate as `config` says and, where `config.out` names a folder, write the report there;
+    returns the evaluation and the files written (what `ovml eval` and `ovml.evaluate` share)."""
+    evaluation = evaluate_cache(config)
+    return evaluation, write_report(evaluation, config.out) if config.out else []

@@ -1,0 +1,197 @@
+"""The HTTP face of `Predictor.predict`: the page's files and one JSON endpoint, on the standard
+library's threading HTTP server (no dependency; every asset is in the package, so it works offline).
+
+    GET  /                 the page (static/index.html; static/app.js and static/style.css)
+    GET  /api/info         the run: model, head, vocabulary offered, whether it draws attention maps
+    POST /api/predict      multipart form: image (file), labels ("a, b"), top_k, alpha, attention
+                           -> {"labels": [{"name", "score"}, ...]} as `ovml predict --json` prints them
+
+Every bad request is answered 4xx with {"error": "..."}; the server keeps serving.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Callable
+
+from ..errors import UsageError
+from .forms import FormField, RequestError, parse_form
+
+MAX_BODY = 32 * 1024 * 1024   # bytes of one request (an image of a few megapixels is far less)
+MAX_LABELS = 1000             # label names in one request
+DEFAULT_TOP_K = 5
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
+
+
+def static_file(name: str) -> bytes | None:
+    """A file of ovml/serve/static, or None (names are plain file names: no folders, no '..')."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    path = resources.files("ovml.serve").joinpath("static").joinpath(name)
+    return path.read_bytes() if path.is_file() else None
+
+
+class TaggingServer(ThreadingHTTPServer):
+    """Serves one loaded tagger; predictions run one at a time (one model, shared)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], tagger, log: Callable[[str], None] | None = None):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, TaggingHandler)
+        self.tagger = tagger
+        self.lock = threading.Lock()
+        self.log = log
+        self.info = {"model": os.path.basename(tagger.backbone.name), "head": os.path.basename(os.path.normpath(tagger.run or "")),
+                     "attention": tagger.has_attention, "top_k": DEFAULT_TOP_K,
+                     "vocabulary": tagger.vocabulary()}
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def number(fields: dict[str, FormField], name: str, kind: type, default, low, high):
+    """An optional numeric field within [low, high], or a 400 naming it."""
+    if name not in fields or not fields[name].text:
+        return default
+    try:
+        value = kind(fields[name].text)
+    except ValueError:
+        raise RequestError(400, f"{name} must be a number, got {fields[name].text[:40]!r}") from None
+    if not low <= value <= high:
+        raise RequestError(400, f"{name} must lie in [{low}, {high}], got {value}")
+    return value
+
+
+def png_data_url(array) -> str:
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def attention_json(prediction, resolution: int) -> dict:
+    """The image as CLIP saw it (a square PNG) and each predicted label's map, row-major (H, W)."""
+    from ..pipelines.explain import center_square
+    maps = prediction.attention                                              # (k, H, W)
+    return {"view": png_data_url(center_square(prediction.picture, resolution)), "grid": list(maps.shape[1:]),
+            "maps": [[round(float(v), 5) for v in label_map.ravel()] for label_map in maps]}
+
+
+def predict_form(server: TaggingServer, fields: dict[str, FormField]) -> dict:
+    """The endpoint's answer for a parsed form."""
+    image = fields.get("image")
+    if image is None or not image.value:
+        raise RequestError(400, "no image: send the image file as the form field 'image'")
+    labels = fields["labels"].text if "labels" in fields else ""
+    names = [name for name in labels.split(",") if name.strip()]
+    if not names:
+        raise RequestError(400, "no labels: send label names, comma-separated, as the form field 'labels'")
+    if len(names) > MAX_LABELS:
+        raise RequestError(400, f"too many labels ({len(names)}; at most {MAX_LABELS} a request)")
+    top_k = number(fields, "top_k", int, DEFAULT_TOP_K, 1, MAX_LABELS)
+    alpha = number(fields, "alpha", float, 0.0, 0.0, 1.0)
+    attention = "attention" in fields and fields["attention"].text.lower() in ("1", "true", "yes", "on")
+    attention = attention and server.tagger.has_attention
+    with server.lock:
+        try:
+            (prediction,) = server.tagger.predict([image.value], labels, top_k, alpha, batch_size=1,
+                                                  attention=attention)
+        except UsageError as err:
+            raise RequestError(400, str(err)) from None
+    if prediction.error:
+        raise RequestError(400, f"image {image.filename!r}: {prediction.error}" if image.filename else
+                           f"image: {prediction.error}")
+    answer = {"labels": prediction.as_json()["labels"]}
+    if attention:
+        answer["attention"] = attention_json(prediction, server.tagger.backbone.input_resolution)
+    return answer
+
+
+class TaggingHandler(BaseHTTPRequestHandler):
+    server: TaggingServer
+    server_version = "ovml"
+    timeout = 60  # seconds a connection may stay silent
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (a malformed request line, an unknown method) as JSON too."""
+        short = message or self.responses.get(code, ("error",))[0]
+        self.close_connection = True
+        body = json.dumps({"error": f"{code} {short}"}).encode("utf-8")
+        self.send_response(code, short)
+        self.send_header("Connection", "close")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
+
+    def send_body(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_json(self, status: int, payload: dict) -> None:
+        self.send_body(status, json.dumps(payload).encode("utf-8"), "application/json")
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/api/info":
+            self.send_json(200, self.server.info)
+            return
+        name = "index.html" if path == "/" else path[len("/static/"):] if path.startswith("/static/") else ""
+        body = static_file(name)
+        if body is None:
+            self.send_json(404, {"error": f"no page {path}"})
+            return
+        self.send_body(200, body, CONTENT_TYPES.get(os.path.splitext(name)[1], "application/octet-stream"))
+
+    def do_POST(self) -> None:
+        try:
+            if self.path.split("?", 1)[0] != "/api/predict":
+                raise RequestError(404, f"no endpoint {self.path}; POST /api/predict")
+            fields = parse_form(self.headers.get("Content-Type"), self.read_body())
+            self.send_json(200, predict_form(self.server, fields))
+        except RequestError as err:
+            self.send_json(err.status, {"error": err.message})
+        except Exception as err:  # a bug must not stop the server: say so, keep serving
+            self.log_message("error: %s: %s", type(err).__name__, err)
+            self.send_json(500, {"error": f"internal error ({type(err).__name__})"})
+
+    def read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise RequestError(411, "send a Content-Length (chunked bodies are not read)")
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self.close_connection = True
+            raise RequestError(411, "a POST needs a Content-Length") from None
+        if length > MAX_BODY:
+            self.close_connection = True   # the unread body must not be taken for the next request
+            raise RequestError(413, f"the body is {length} bytes; at most {MAX_BODY}")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def log_message(self, format: str, *args) -> None:
+        if self.server.log is not None:
+            self.server.log(f"{self.address_string()} {format % args}")
+
+
+def make_server(tagger, host: str = "127.0.0.1", port: int = 7860,
+                log: Callable[[str], None] | None = None) -> TaggingServer:
+    """A server for `tagger` (a loaded `Predictor`) bound to host:port (port 0: any free one)."""
+    return TaggingServer((host, port), tagger, log)
