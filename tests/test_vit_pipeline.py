@@ -9,6 +9,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
+import ovml
 from ovml.cache.reader import CacheReader
 from ovml.cache.store import open_store
 from ovml.cli import main
@@ -55,6 +56,10 @@ def test_info_and_check_describe_a_vit_cache(tiny_vit_cache, small_vit_world):
     assert "Vision Transformer" in output and "grid [4, 4], C=128, D=64" in output and "class token" in output
     assert_cache_checks(tiny_vit_cache)
     assert_cache_checks(small_vit_world)
+    with ovml.open_cache(small_vit_world) as cache:
+        arrays = cache.arrays("test")
+        assert arrays["cls"].shape == (128, 128) and arrays["spatial"].shape == (128, 49, 128)
+        assert cache.backbone["kind"] == "vit"
 
 
 @pytest.mark.parametrize("reading", ["residual", "direct"])
