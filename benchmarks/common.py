@@ -17,10 +17,19 @@ RN50 = dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3), vi
 TINY = dict(embed_dim=64, image_resolution=96, vision_layers=(1, 1, 1, 1), vision_width=8,
             vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=64,
             transformer_heads=1, transformer_layers=1)
+# openai/CLIP's ViT-B/16 (D 512, 224 px, 12 blocks of width 768) and ViT-L/14 (D 768, 224 px,
+# 24 blocks of width 1024; text 768 wide, 12 heads).
+VIT_B16 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
+               context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
+               transformer_layers=12)
+VIT_L14 = dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024, vision_patch_size=14,
+               context_length=77, vocab_size=49408, transformer_width=768, transformer_heads=12,
+               transformer_layers=12)
+SHAPES = {"tiny": TINY, "rn50": RN50, "vit-b16": VIT_B16, "vit-l14": VIT_L14}
 
 
 def random_clip_file(folder: str, shape: str, seed: int = 0) -> str:
-    """Save a random-weight CLIP ('rn50' or 'tiny') as a state dict; returns its path."""
+    """Save a random-weight CLIP (a name in SHAPES) as a state dict; returns its path."""
     path = os.path.join(folder, f"random_{shape}.pt")
     if os.path.exists(path):
         return path
@@ -28,7 +37,7 @@ def random_clip_file(folder: str, shape: str, seed: int = 0) -> str:
         warnings.simplefilter("ignore")
         import clip.model
     torch.manual_seed(seed)
-    model = clip.model.CLIP(**(RN50 if shape == "rn50" else TINY))
+    model = clip.model.CLIP(**SHAPES[shape])
     clip.model.convert_weights(model)
     torch.save(model.float().state_dict(), path)
     return path

@@ -15,7 +15,7 @@ class ExtractConfig:
     dataset: str                         # adapter: folder, nuswide, openimages, coco
     root: str                            # dataset root folder
     out: str                             # cache path: *.zarr (default backend) or *.h5
-    model: str = "RN50"                  # CLIP ResNet name or a local weights file
+    model: str = "RN50"                  # CLIP name (RN50, ..., ViT-B/16, ...) or a local weights file
     device: str = "cpu"                  # torch device; cuda runs fp16 as clip does
     splits: tuple[str, ...] | None = None  # splits to extract (None: all the adapter offers)
     batch_size: int = 64                 # images per forward pass
@@ -58,14 +58,20 @@ class TrainConfig:
                                          # started where the untrained head's logits spread by 2 (paper: 100)
     rank_loss: str = "softplus"          # softplus (OVML, Fast0Tag) or hinge (LESA/BiAM); heads with
                                          # their own loss (zssdl, biam, lesa) use theirs
-    q_init: str = "dense"                # F_q initialisation: dense (attention starts as dense CLIP's
-                                         # similarity), random (the paper's) or pinv
-    attention_scales: tuple[float, ...] = (1.0, 64.0)  # sharpness levels mixed per label (empty: the
-                                         # paper's single softmax)
-    attention_top_k: int = 3             # also mixed per label: an even look at the k best locations (0: none)
-    frozen: tuple[str, ...] = ("v_proj", "c_proj")  # head modules kept as CLIP made them: its values and
-                                         # output projection, i.e. the joint space unseen labels are read in
-    attention_heads: int | None = 1      # attention heads of the OVML head (None: the pool's, the paper's)
+    # The OVML head's settings below: None takes the backbone's default (pipelines/train.py
+    # BACKBONE_DEFAULTS); a ViT cache refuses values its head has no form for.
+    q_init: str | None = None            # F_q's start: dense (attention starts as dense CLIP's similarity;
+                                         # ResNet default), random (the paper's; ViT default) or pinv (ResNet)
+    attention_scales: tuple[float, ...] | None = None  # sharpness levels mixed per label (ResNet: 1, 64;
+                                         # empty: the paper's single softmax)
+    attention_top_k: int | None = None   # also mixed per label: an even look at the k best locations
+                                         # (ResNet: 3; 0: none)
+    frozen: tuple[str, ...] | None = None  # head modules kept as CLIP made them (ResNet: v_proj, c_proj, the
+                                         # joint space unseen labels are read in; ViT: none)
+    attention_heads: int | str | None = None  # attention heads (ResNet: 1); "pool": CLIP's own count (the
+                                         # paper's; the ViT head's only)
+    vit_output: str | None = None        # ViT caches: the head's reading, residual or direct (METHOD.md);
+                                         # None: heads/attention_vit.py DEFAULT_OUTPUT. ResNet caches: None
     negatives: int | None = None         # sample this many negative labels per batch (None: all)
     val_fraction: float = 0.05           # training rows held out for per-epoch seen-label mAP
     pseudo_unseen: float = 0.0           # seen labels held out of training, for `eval --alpha auto`
@@ -84,7 +90,7 @@ class TrainConfig:
 # The paper's head and training settings (Dao et al.: F_q random, one-cycle max LR 2e-4, CLIP's
 # logit scale 100), for reproducing its rows; `train-head --paper` applies them.
 PAPER_SETTINGS = {"lr": 2e-4, "logit_scale": 100.0, "q_init": "random", "attention_scales": (),
-                  "attention_top_k": 0, "attention_heads": None, "frozen": ()}
+                  "attention_top_k": 0, "attention_heads": "pool", "frozen": ()}
 
 
 @dataclass(frozen=True)

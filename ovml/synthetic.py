@@ -17,6 +17,7 @@ from .cache.pooling import resnet_pool_global
 from .cache.schema import UNSEEN_ON_TRAINING
 from .cache.writer import CachePlan, LabelTable, UnitRows, create_cache, mark_complete, write_unit
 from .progress import progress as progress_bar
+from .synthetic_vit import planted_vit_pool, vit_rows
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class PlantedWorld:
     positional_std: float = 0.05      # std of the pool's positional embedding
     unit_rows: int = 64               # rows per chunk / work unit
     seed: int = 0
+    backbone_kind: str = "resnet"     # "vit": CLIP's tail is a ViT's last block (ovml/synthetic_vit.py)
+    class_token_weight: float = 1.0   # vit: |cls| entering the last block, in units of a LayerNorm'd token
 
 
 # Named world shapes (benchmarks/planted_table.py runs them all; `ovml demo` shows "mixed").
@@ -168,7 +171,8 @@ def write_planted_world(path: str, world: PlantedWorld = PlantedWorld(), progres
     streams = np.random.SeedSequence(world.seed).spawn(3)
     structure = np.random.default_rng(streams[0])
     text, is_scene = text_embeddings(world, structure)
-    pool, visual_map = planted_pool(world, structure)
+    vit = world.backbone_kind == "vit"
+    pool, visual_map = (planted_vit_pool if vit else planted_pool)(world, structure)
     seen = seen_columns(world, structure)
     kinds = ["scene" if scene else "object" for scene in is_scene]
     names = [(f"{kind}_" if is_scene.any() else "") + f"{'seen' if s else 'unseen'}_{j:03d}"
@@ -176,7 +180,7 @@ def write_planted_world(path: str, world: PlantedWorld = PlantedWorld(), progres
     settings = asdict(world)
     digest = hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()
     backbone = {"name": "planted-world", "weights_sha256": digest, "input_resolution": 0,
-                "grid": [world.grid, world.grid], "channels": world.channels,
+                "kind": world.backbone_kind, "grid": [world.grid, world.grid], "channels": world.channels,
                 "embed_dim": world.embed_dim, "feature_dtype": "float16"}
     splits = {"train": world.train_images, "test": world.test_images}
     dataset = {"name": "planted", "root": "synthetic", "settings": settings, "label_kinds": kinds,
@@ -192,8 +196,11 @@ def write_planted_world(path: str, world: PlantedWorld = PlantedWorld(), progres
                                                   unit="unit", enabled=progress)):
             rows = min(world.unit_rows, count - start)
             tokens, present = draw_images(world, rows, text, is_scene, visual_map, rng)
-            spatial = tokens.astype(np.float16)
-            global_embedding = attention_pool(spatial.astype(np.float32), pool, world.num_heads)
+            if vit:
+                spatial, global_embedding = vit_rows(world, tokens, pool)
+            else:
+                spatial = tokens.astype(np.float16)
+                global_embedding = attention_pool(spatial.astype(np.float32), pool, world.num_heads)
             write_unit(store, split, unit, world.unit_rows,
                        UnitRows(spatial, global_embedding.astype(np.float16),
                                 label_rows(present, annotated[split]),

@@ -14,6 +14,36 @@ TINY = dict(embed_dim=64, image_resolution=96, vision_layers=(1, 1, 1, 1), visio
             transformer_heads=1, transformer_layers=1)
 
 
+TINY_VIT = dict(embed_dim=64, image_resolution=64, vision_layers=3, vision_width=128,
+                vision_patch_size=16, context_length=77, vocab_size=49408, transformer_width=64,
+                transformer_heads=1, transformer_layers=1)
+
+
+def build_tiny_vit(seed: int = 0) -> torch.nn.Module:
+    """A random CLIP ViT: 64 px, 16 px patches (grid 4x4), W=128 (2 heads), 3 blocks, D=64;
+    fp16-rounded like `build_tiny_clip`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import clip.model
+    torch.manual_seed(seed)
+    model = clip.model.CLIP(**TINY_VIT)
+    clip.model.convert_weights(model)
+    return model.float().eval()
+
+
+def save_clip_files(model: torch.nn.Module, folder, stem: str, resolution: int) -> dict:
+    """{'state_dict': path, 'torchscript': path, 'model': model}: one CLIP saved both ways."""
+    state_path = str(folder / f"{stem}_state.pt")
+    torch.save(model.state_dict(), state_path)
+    script_path = str(folder / f"{stem}_script.pt")
+    images = torch.randn(1, 3, resolution, resolution)
+    tokens = torch.zeros(1, 77, dtype=torch.long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(model, (images, tokens)).save(script_path)
+    return {"state_dict": state_path, "torchscript": script_path, "model": model}
+
+
 def build_tiny_clip(seed: int = 0) -> torch.nn.Module:
     """A random CLIP ResNet: 96 px, grid 3x3, C=256, D=64, 4 pool heads; fp16-rounded so that
     saving and reloading (through clip's fp16 build_model) is lossless."""
@@ -34,23 +64,26 @@ def build_tiny_clip(seed: int = 0) -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def tiny_clip_files(tmp_path_factory) -> dict:
     """{'state_dict': path, 'torchscript': path, 'model': the module} of one tiny CLIP."""
-    folder = tmp_path_factory.mktemp("clip")
-    model = build_tiny_clip()
-    state_path = str(folder / "tiny_state.pt")
-    torch.save(model.state_dict(), state_path)
-    script_path = str(folder / "tiny_script.pt")
-    images = torch.randn(1, 3, TINY["image_resolution"], TINY["image_resolution"])
-    tokens = torch.zeros(1, TINY["context_length"], dtype=torch.long)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.trace(model, (images, tokens)).save(script_path)
-    return {"state_dict": state_path, "torchscript": script_path, "model": model}
+    return save_clip_files(build_tiny_clip(), tmp_path_factory.mktemp("clip"), "tiny", TINY["image_resolution"])
 
 
 @pytest.fixture(scope="session")
 def tiny_clip(tiny_clip_files) -> str:
     """Path of the tiny CLIP state dict, usable as `--model FILE`."""
     return tiny_clip_files["state_dict"]
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_files(tmp_path_factory) -> dict:
+    """{'state_dict': path, 'torchscript': path, 'model': the module} of one tiny CLIP ViT."""
+    return save_clip_files(build_tiny_vit(), tmp_path_factory.mktemp("vit"), "tiny_vit",
+                           TINY_VIT["image_resolution"])
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tiny_vit_files) -> str:
+    """Path of the tiny CLIP ViT state dict, usable as `--model FILE`."""
+    return tiny_vit_files["state_dict"]
 
 
 @pytest.fixture

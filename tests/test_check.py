@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from ovml.cache import store as backends
-from ovml.cache.check import vit_pool_shapes
+from ovml.cache.schema import vit_pool_shapes
 from ovml.cache.pooling import vit_pool_global
 from ovml.cache.writer import CachePlan, LabelTable, UnitRows, create_cache, mark_complete, write_unit
 from ovml.cli import main
@@ -45,17 +45,16 @@ def write_vit_cache(path: str, seed: int = 0) -> str:
     plan = CachePlan(backbone, {"name": "hand-made"}, ["{}"], LabelTable(names, names, np.arange(6) < 4, text),
                      pool, heads, {"train": n}, unit_rows=8)
     store = create_cache(path, plan)
-    store.create("splits/train/cls", (n, width), np.float16, (8, width))
     cls = rng.normal(size=(n, width)).astype(np.float16)
     spatial = rng.normal(size=(n, grid * grid, width)).astype(np.float16)
     tensors = {key: torch.from_numpy(value) for key, value in pool.items()}
     global_embedding = vit_pool_global(torch.from_numpy(cls).float(), torch.from_numpy(spatial).float(), tensors,
                                        heads).numpy().astype(np.float16)
     labels = rng.choice(np.array([-1, 1], dtype=np.int8), size=(n, 6))
+    tokens = np.concatenate([cls[:, None], spatial], axis=1)                     # [cls; spatial]
     for unit, start in enumerate(range(0, n, 8)):
         rows = slice(start, min(start + 8, n))
-        store.array("splits/train/cls")[rows] = cls[rows]
-        write_unit(store, "train", unit, 8, UnitRows(spatial[rows], global_embedding[rows], labels[rows],
+        write_unit(store, "train", unit, 8, UnitRows(tokens[rows], global_embedding[rows], labels[rows],
                                                      [f"img{i}" for i in range(rows.start, rows.stop)],
                                                      np.ones(rows.stop - rows.start, dtype=bool)))
     mark_complete(store)

@@ -15,23 +15,13 @@ import torch
 
 from . import store as backends
 from .pooling import resnet_pool_global, vit_pool_global
-from .schema import SCHEMA_VERSION, CacheError, expected_pool_shapes
+from .schema import BACKBONE_KINDS, SCHEMA_VERSION, CacheError, expected_pool_shapes, vit_pool_shapes
 
 BACKBONE_KEYS = ("name", "weights_sha256", "input_resolution", "grid", "channels", "embed_dim", "feature_dtype")
 ROW_DTYPES = {"spatial": np.float16, "global": np.float16, "cls": np.float16, "labels": np.int8, "ids": None,
               "ok": np.bool_, "units_done": np.bool_}  # None: strings
 INVARIANT_TOLERANCE = 2e-2  # relative to the largest |global|: fp16 storage of X' and global
 NORM_TOLERANCE = 1e-3
-
-
-def vit_pool_shapes(width: int, embed_dim: int) -> dict:
-    """The shape of each `pool/*` array of a ViT cache with transformer width W and joint dimension D."""
-    vector = (width,)
-    return {"ln_1_weight": vector, "ln_1_bias": vector, "in_proj_weight": (3 * width, width),
-            "in_proj_bias": (3 * width,), "out_proj_weight": (width, width), "out_proj_bias": vector,
-            "ln_2_weight": vector, "ln_2_bias": vector, "mlp_fc_weight": (4 * width, width),
-            "mlp_fc_bias": (4 * width,), "mlp_proj_weight": (width, 4 * width), "mlp_proj_bias": vector,
-            "ln_post_weight": vector, "ln_post_bias": vector, "proj": (width, embed_dim)}
 
 
 def is_string(array) -> bool:
@@ -88,7 +78,7 @@ class CacheCheck:
             if key not in self.backbone:
                 self.problem(f"root attribute backbone.{key} is missing")
         self.kind = self.backbone.get("kind", "resnet")
-        if self.kind not in ("resnet", "vit"):
+        if self.kind not in BACKBONE_KINDS:
             self.problem(f"root attribute backbone.kind is {self.kind!r}, expected 'resnet' or 'vit'")
             return False
         if self.store.get_attr("adding_labels"):

@@ -6,6 +6,7 @@ import json
 import numpy as np
 
 from .reader import CacheReader
+from .schema import BACKBONE_KINDS
 
 
 def describe_cache(path: str) -> list[str]:
@@ -14,9 +15,11 @@ def describe_cache(path: str) -> list[str]:
     try:
         backbone = reader.backbone
         lines = [f"{path}: ovml cache schema v1, {'complete' if reader.complete else 'INCOMPLETE'}",
-                 f"backbone: {backbone.get('name')} (sha256 {str(backbone.get('weights_sha256'))[:12]}...), "
+                 f"backbone: {backbone.get('name')}, {BACKBONE_KINDS[reader.kind]} "
+                 f"(sha256 {str(backbone.get('weights_sha256'))[:12]}...), "
                  f"{backbone.get('input_resolution')} px, grid {backbone.get('grid')}, "
-                 f"C={backbone.get('channels')}, D={backbone.get('embed_dim')}, {backbone.get('feature_dtype')}",
+                 f"C={backbone.get('channels')}, D={backbone.get('embed_dim')}, {backbone.get('feature_dtype')}"
+                 + (", class token stored as cls" if reader.kind == "vit" else ""),
                  f"labels: {reader.num_labels} ({int(reader.seen.sum())} seen, {int((~reader.seen).sum())} unseen); "
                  f"prompts: {len(reader.prompts)} template(s)"]
         for split in reader.splits:

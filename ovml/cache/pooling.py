@@ -16,6 +16,17 @@ CHUNK = 256  # images per step, bounding the (chunk, T, C) intermediates
 LAYER_NORM_EPS = 1e-5
 
 
+def pool_kind(pool: dict) -> str:
+    """Which CLIP tail a `pool/*` dict holds: "vit" (the last residual block, ln_post, proj) or
+    "resnet" (the attention pool)."""
+    return "vit" if "proj" in pool else "resnet"
+
+
+def pool_output_dim(pool: dict) -> int:
+    """D, the joint embedding dimension a pool projects to."""
+    return int(pool["proj"].shape[1] if pool_kind(pool) == "vit" else pool["c_weight"].shape[0])
+
+
 def _chunked(function, tensors: tuple[Tensor, ...], out_dim: int, dtype: torch.dtype) -> Tensor:
     """`function` over CHUNK images at a time of every tensor in `tensors`, concatenated."""
     outputs = [function(*(t.to(dtype) for t in parts)) for parts in zip(*(t.split(CHUNK) for t in tensors))]

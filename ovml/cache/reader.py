@@ -2,7 +2,9 @@
 
 A reader refuses an unknown schema, an incomplete cache (unless `allow_partial`, in which case
 only rows of finished units are served) and any array whose shape disagrees with the rest,
-naming the array and the mismatch.
+naming the array and the mismatch. Both backbone kinds (CACHE.md): a ResNet cache's pool is
+CLIP's attention pool; a ViT cache's is the last residual block, and its splits hold `cls` too.
+The row field `tokens` is what a head reads: `spatial`, or for a ViT [cls; spatial].
 """
 from __future__ import annotations
 
@@ -14,10 +16,10 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import store as backends
-from .schema import (LABEL_ARRAYS, POOL_KEYS, ROW_ARRAYS, SCHEMA_VERSION, CacheError,
-                     expected_pool_shapes, expected_split_shapes)
+from .schema import (BACKBONE_KINDS, LABEL_ARRAYS, POOL_KEYS, ROW_ARRAYS, SCHEMA_VERSION, VIT_POOL_KEYS,
+                     CacheError, backbone_kind, expected_pool_shapes, expected_split_shapes, vit_pool_shapes)
 
-ROW_FIELDS = ("spatial", "global", "labels", "ok")
+ROW_FIELDS = ("spatial", "cls", "tokens", "global", "labels", "ok")
 
 
 class CacheReader:
@@ -45,6 +47,9 @@ class CacheReader:
             raise CacheError(f"{self.path}: unknown cache schema ovml_cache={version!r} "
                              f"(this ovml reads version {SCHEMA_VERSION})")
         self.backbone = self.store.get_attr("backbone") or {}
+        self.kind = backbone_kind(self.backbone)
+        if self.kind not in BACKBONE_KINDS:
+            raise CacheError(f"{self.path}: unknown backbone.kind {self.kind!r} (known: {', '.join(BACKBONE_KINDS)})")
         self.dataset = self.store.get_attr("dataset") or {}
         self.prompts = self.store.get_attr("prompts") or []
         self.complete = self.store.get_attr("complete") is True
@@ -59,7 +64,7 @@ class CacheReader:
         self.text = np.asarray(self.store.array("labels/text")[...], dtype=np.float32)[keep]
         self._label_widths = {len(self.ids), journal["to"]} if journal else {len(self.ids)}
         self.pool = {}
-        for key in POOL_KEYS:
+        for key in VIT_POOL_KEYS if self.kind == "vit" else POOL_KEYS:
             self._require(f"pool/{key}")
             self.pool[key] = np.asarray(self.store.array(f"pool/{key}")[...], dtype=np.float32)
         heads = self.store.get_attr("num_heads", node="pool")
@@ -74,10 +79,17 @@ class CacheReader:
 
     @property
     def hw(self) -> int:
+        """HW, the spatial positions (a ViT's patches, without its class token)."""
+        if self.kind == "vit":
+            grid = self.backbone.get("grid") or [0, 0]
+            return int(grid[0] * grid[1])
         return self.pool["positional_embedding"].shape[0] - 1
 
     @property
     def channels(self) -> int:
+        """C, the width of X' (a ViT's transformer width W)."""
+        if self.kind == "vit":
+            return self.pool["ln_1_weight"].shape[0]
         return self.pool["positional_embedding"].shape[1]
 
     @property
@@ -100,14 +112,7 @@ class CacheReader:
         embed_dim = self.backbone.get("embed_dim", self.embed_dim)
         if self.embed_dim != embed_dim:
             raise self._mismatch("labels/text", self.text.shape, (count, embed_dim), "backbone.embed_dim")
-        for key, want in expected_pool_shapes(self.hw, self.channels, self.embed_dim).items():
-            if self.pool[key].shape != want:
-                raise self._mismatch(f"pool/{key}", self.pool[key].shape, want,
-                                     "from pool/positional_embedding and labels/text")
-        grid = self.backbone.get("grid")
-        if grid and grid[0] * grid[1] != self.hw:
-            raise CacheError(f"{self.path}: pool/positional_embedding has {self.hw + 1} rows but "
-                             f"backbone.grid {grid} gives {grid[0] * grid[1] + 1}")
+        self._validate_pool()
         if not self.splits:
             raise CacheError(f"{self.path}: no split under splits/")
         for split in self.splits:
@@ -116,13 +121,32 @@ class CacheReader:
             raise CacheError(f"{self.path}: the cache is incomplete (complete = false): finish it by "
                              "re-running the same `ovml extract`, or read finished units with --allow-partial")
 
+    def _validate_pool(self) -> None:
+        grid = self.backbone.get("grid")
+        if self.kind == "vit":
+            if not grid:
+                raise CacheError(f"{self.path}: backbone.grid is missing (a ViT cache's patch grid)")
+            shapes = vit_pool_shapes(self.channels, self.embed_dim)
+            source = "from pool/ln_1_weight and labels/text"
+        else:
+            shapes = expected_pool_shapes(self.hw, self.channels, self.embed_dim)
+            source = "from pool/positional_embedding and labels/text"
+        for key, want in shapes.items():
+            if self.pool[key].shape != want:
+                raise self._mismatch(f"pool/{key}", self.pool[key].shape, want, source)
+        if self.kind == "resnet" and grid and grid[0] * grid[1] != self.hw:
+            raise CacheError(f"{self.path}: pool/positional_embedding has {self.hw + 1} rows but "
+                             f"backbone.grid {grid} gives {grid[0] * grid[1] + 1}")
+
     def _validate_split(self, split: str) -> None:
         base = f"splits/{split}"
-        for key in ROW_ARRAYS + ("units_done",):
+        extra = ("units_done", "cls") if self.kind == "vit" else ("units_done",)
+        for key in ROW_ARRAYS + extra:
             self._require(f"{base}/{key}")
         n = self.store.array(f"{base}/spatial").shape[0]
         unit_rows = self.unit_rows(split)
-        want = expected_split_shapes(n, self.hw, self.channels, self.embed_dim, self.num_labels, unit_rows)
+        want = expected_split_shapes(n, self.hw, self.channels, self.embed_dim, self.num_labels, unit_rows,
+                                     self.kind)
         for key, shape in want.items():
             got = tuple(self.store.array(f"{base}/{key}").shape)
             if key == "labels" and got[:1] == shape[:1] and got[1] in self._label_widths:
@@ -158,10 +182,22 @@ class CacheReader:
         return self.store.read_strings(f"splits/{split}/ids", rows)
 
     def read(self, split: str, field: str, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of one field: spatial, global, labels or ok."""
+        """Rows [start, stop) of one field: spatial, cls (ViT only), tokens, global, labels or ok.
+
+        `tokens` is what a head reads: `spatial` (N, HW, C), or for a ViT the class token first,
+        [cls; spatial] (N, 1+HW, W), the tokens CLIP's last block attends over.
+        """
         self._check_split(split)
         if field not in ROW_FIELDS:
             raise ValueError(f"unknown row field {field!r} (fields: {', '.join(ROW_FIELDS)})")
+        if field == "cls" and self.kind != "vit":
+            raise CacheError(f"{self.path}: a ResNet cache has no cls tokens")
+        if field == "tokens":
+            spatial = self.read(split, "spatial", start, stop)
+            if self.kind != "vit":
+                return spatial
+            cls = self.read(split, "cls", start, stop)
+            return np.concatenate([cls[:, None], spatial], axis=1)               # (n, 1+HW, W)
         rows = self.store.array(f"splits/{split}/{field}")
         if field == "labels":
             return np.asarray(rows[start:stop, : self.num_labels])

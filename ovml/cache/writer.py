@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import store as backends
-from .schema import SCHEMA_VERSION, CacheError, expected_split_shapes
+from .schema import SCHEMA_VERSION, CacheError, backbone_kind, expected_split_shapes
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ class CachePlan:
 class UnitRows:
     """The rows of one work unit, ready to be written."""
 
-    spatial: np.ndarray       # (n, HW, C) float16
+    spatial: np.ndarray       # the tokens a head reads, float16: X' (n, HW, C); for a ViT [cls; X']
+                              # (n, 1+HW, W), which `write_unit` stores as `cls` and `spatial`
     global_embedding: np.ndarray  # (n, D) float16
     labels: np.ndarray        # (n, L) int8
     ids: list[str]            # (n,) image identifiers
@@ -93,8 +94,8 @@ def _lay_out(path: str, plan: CachePlan) -> backends.Store:
         store.create(f"pool/{key}", value.shape, np.float32, value.shape, value)
     store.set_attr("num_heads", int(plan.num_heads), node="pool")
     for split, n in plan.split_rows.items():
-        shapes = expected_split_shapes(n, hw, c, d, len(plan.labels.ids), r)
-        dtypes = {"spatial": np.float16, "global": np.float16, "labels": np.int8, "ids": str,
+        shapes = expected_split_shapes(n, hw, c, d, len(plan.labels.ids), r, backbone_kind(plan.backbone))
+        dtypes = {"spatial": np.float16, "cls": np.float16, "global": np.float16, "labels": np.int8, "ids": str,
                   "ok": bool, "units_done": bool}
         for key, shape in shapes.items():
             chunks = (1,) if key == "units_done" else (r,) + shape[1:]
@@ -151,11 +152,22 @@ def pending_units(store: backends.Store, split: str) -> list[int]:
 
 
 def write_unit(store: backends.Store, split: str, unit: int, unit_rows: int, rows: UnitRows) -> None:
-    """Write one unit's rows, then (only then) its `units_done` flag."""
+    """Write one unit's rows, then (only then) its `units_done` flag.
+
+    A ViT cache (one with `cls` arrays) takes token 0 of `rows.spatial` as `cls`, the rest as `spatial`.
+    """
     start = unit * unit_rows
     stop = start + len(rows.ids)
     base = f"splits/{split}"
-    store.array(f"{base}/spatial")[start:stop] = rows.spatial
+    spatial = store.array(f"{base}/spatial")
+    tokens = rows.spatial
+    if store.has(f"{base}/cls"):
+        if tokens.shape[1] != spatial.shape[1] + 1:
+            raise CacheError(f"{store.path}: a ViT unit needs {spatial.shape[1] + 1} tokens per image "
+                             f"([cls; spatial]), got {tokens.shape[1]}")
+        store.array(f"{base}/cls")[start:stop] = tokens[:, 0]
+        tokens = tokens[:, 1:]                                   # (n, HW, W)
+    spatial[start:stop] = tokens
     store.array(f"{base}/global")[start:stop] = rows.global_embedding
     store.array(f"{base}/labels")[start:stop] = rows.labels
     store.array(f"{base}/ids")[start:stop] = np.array(rows.ids, dtype=object)

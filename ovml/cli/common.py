@@ -96,15 +96,13 @@ class Scales(click.ParamType):
 
 
 class HeadsOrPool(click.ParamType):
-    """A positive number of attention heads, or 'pool' (None: CLIP's pool's own count)."""
+    """A positive number of attention heads, or 'pool' (CLIP's pool's own count)."""
 
     name = "n|pool"
 
     def convert(self, value, param, ctx):
-        if value is None or isinstance(value, int):
+        if value is None or isinstance(value, int) or value == "pool":
             return value
-        if value == "pool":
-            return None
         if value.isdigit() and int(value) > 0:
             return int(value)
         self.fail(f"expected a positive number or 'pool', got {value!r}", param, ctx)

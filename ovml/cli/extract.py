@@ -23,7 +23,8 @@ def default_out(dataset: str, root: str) -> str:
 @click.option("--out", default=None,
               help="Cache path, *.zarr (default) or *.h5 [default: cache/<short>.zarr]; Zarr takes fsspec URLs.")
 @click.option("--model", default="RN50", show_default=True,
-              help="CLIP ResNet name (RN50, RN101, RN50x4, RN50x16, RN50x64) or a local weights file.")
+              help="CLIP name (RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B/32, ViT-B/16, ViT-L/14, "
+                   "ViT-L/14@336px) or a local weights file.")
 @device_options
 @click.option("--splits", default=None, help="Comma-separated splits [default: all].")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)

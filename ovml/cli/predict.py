@@ -12,7 +12,7 @@ from .common import device_options, resolve_device, user_errors
 @click.option("--labels-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="File with one label name per line.")
 @click.option("--head", default=None, help="Run folder of a trained head [default: CLIP-ML alone].")
-@click.option("--model", default=None, help="CLIP ResNet name or weights file [default: the head's, else RN50].")
+@click.option("--model", default=None, help="CLIP name or weights file [default: the head's, else RN50].")
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Interpolation with CLIP's global feature (with --head).")

@@ -34,18 +34,24 @@ from .common import (AUTO_OR_FLOAT, HEADS_OR_POOL, NAMES, SCALES, amp_option, de
 @click.option("--rank-loss", type=click.Choice(["softplus", "hinge"]), default="softplus", show_default=True,
               help="softplus: OVML's log(1+exp); hinge: LESA/BiAM's margin-1 hinge (zssdl, biam and lesa "
               "always use their own).")
-@click.option("--q-init", type=click.Choice(["dense", "random", "pinv"]), default="dense", show_default=True,
-              help="F_q's start: dense (attention starts as dense CLIP's similarity), random (the paper's), pinv.")
-@click.option("--attention-scales", type=SCALES, default="1,64", show_default=True,
+@click.option("--q-init", type=click.Choice(["dense", "random", "pinv"]), default=None,
+              help="F_q's start: dense (attention starts as dense CLIP's similarity), random (the paper's), pinv "
+                   "(ResNet only) [default: dense on ResNet caches, random on ViT caches].")
+@click.option("--attention-scales", type=SCALES, default=None,
               help="Sharpness levels at which every label attends, mixed per label by weights read from its "
-                   "text (not in the paper); 'none': the paper's single softmax.")
-@click.option("--attention-top-k", type=click.IntRange(0), default=3, show_default=True,
-              help="Also mixed per label: an even look at the k best locations, as dense CLIP takes (0: none).")
-@click.option("--freeze", "frozen", type=NAMES, default="v_proj,c_proj", show_default=True,
-              help="Head modules kept as CLIP made them ('none': train everything, the paper's); by default "
-                   "the values and output projection, the joint space unseen labels are read in.")
-@click.option("--attention-heads", type=HEADS_OR_POOL, default="1", show_default=True,
-              help="Attention heads of the OVML head, or 'pool': as many as CLIP's pool (the paper's).")
+                   "text (not in the paper); 'none': the paper's single softmax [default: 1,64; ResNet only].")
+@click.option("--attention-top-k", type=click.IntRange(0), default=None,
+              help="Also mixed per label: an even look at the k best locations, as dense CLIP takes (0: none) "
+                   "[default: 3; ResNet only].")
+@click.option("--freeze", "frozen", type=NAMES, default=None,
+              help="Head modules kept as CLIP made them ('none': train everything, the paper's) [default: "
+                   "v_proj,c_proj on ResNet caches, the joint space unseen labels are read in; none on ViT].")
+@click.option("--attention-heads", type=HEADS_OR_POOL, default=None,
+              help="Attention heads of the OVML head, or 'pool': as many as CLIP's pool (the paper's; the ViT "
+                   "head's only) [default: 1 on ResNet caches].")
+@click.option("--vit-output", type=click.Choice(["residual", "direct"]), default=None,
+              help="ViT caches: the head's reading of the last block, residual (cls + attention, then the "
+                   "MLP) or direct (MaskCLIP's) [default: direct, measured: README 'Vision Transformers'].")
 @click.option("--paper", is_flag=True,
               help="The paper's head and settings: --lr 2e-4 --logit-scale 100 --q-init random "
                    "--attention-scales none --attention-top-k 0 --attention-heads pool --freeze none "
@@ -69,10 +75,8 @@ from .common import (AUTO_OR_FLOAT, HEADS_OR_POOL, NAMES, SCALES, amp_option, de
 @user_errors
 def train_head(cache, out, head_name, epochs, batch_size, lr, lr_range_steps, weight_decay, contrastive_weight,
                no_contrastive, tau, logit_scale, rank_loss, q_init, attention_scales, attention_top_k, frozen,
-               attention_heads, paper, negatives,
-               val_fraction,
-               pseudo_unseen, seed, gpu, device, amp, in_memory, shuffle_buffer, split, allow_partial, resume,
-               overwrite) -> None:
+               attention_heads, vit_output, paper, negatives, val_fraction, pseudo_unseen, seed, gpu, device, amp,
+               in_memory, shuffle_buffer, split, allow_partial, resume, overwrite) -> None:
     """Train a head on the cache's seen labels (the backbone never runs).
 
     By default the learning rate, the logit scale and the query's length are measured on the
@@ -96,9 +100,10 @@ def train_head(cache, out, head_name, epochs, batch_size, lr, lr_range_steps, we
     config = TrainConfig(cache=cache, out=out, head=head_name, epochs=epochs, batch_size=batch_size,
                          lr_range_steps=lr_range_steps, weight_decay=weight_decay,
                          contrastive_weight=0.0 if no_contrastive else contrastive_weight, tau=tau,
-                         rank_loss=rank_loss, negatives=negatives, val_fraction=val_fraction,
-                         pseudo_unseen=pseudo_unseen, seed=seed, device=resolve_device(gpu, device), amp=amp, split=split,
-                         in_memory=in_memory, shuffle_buffer=shuffle_buffer, allow_partial=allow_partial, **settings)
+                         rank_loss=rank_loss, vit_output=vit_output, negatives=negatives, val_fraction=val_fraction,
+                         pseudo_unseen=pseudo_unseen, seed=seed, device=resolve_device(gpu, device), amp=amp,
+                         split=split, in_memory=in_memory, shuffle_buffer=shuffle_buffer, allow_partial=allow_partial,
+                         **settings)
     result = run_training(config, resume=resume, overwrite=overwrite)
     best = "n/a" if result.best_val_map is None else f"{result.best_val_map:.2f}"
     click.echo(f"{result.out}: {result.epochs} epochs in {result.seconds:.1f} s, last loss {result.last_loss:.4f}, "

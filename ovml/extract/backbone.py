@@ -1,4 +1,7 @@
-"""The frozen CLIP ResNet: X' (pre-attention-pool tokens) and CLIP's global embedding in one pass.
+"""The frozen CLIP image tower: X' (the tokens entering CLIP's pool) and CLIP's global embedding
+in one pass. One loader for both backbone families: `Backbone` here is the ResNet (X' enters the
+attention pool), `vit.VitBackbone` the Vision Transformer (X' and the class token enter the last
+residual block); both answer the same interface.
 
 Models load by name through clip's own download (sha256-checked, `download_root` or
 `$OVML_CLIP_CACHE`) or from a local file: a TorchScript archive (as OpenAI publishes) or a plain
@@ -12,12 +15,10 @@ import sys
 import types
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
-
-VIT_MESSAGE = ("{name} is a Vision Transformer: ovml needs a CLIP ResNet (RN50, RN101, RN50x4, "
-               "RN50x16, RN50x64), whose attention pool reads a spatial map X'")
 
 
 class BackboneError(RuntimeError):
@@ -62,8 +63,6 @@ def resolve_weights(model: str, download_root: str | None = None) -> tuple[str, 
     clip = import_clip()
     known = clip.clip._MODELS
     if model in known:
-        if model.startswith("ViT"):
-            raise BackboneError(VIT_MESSAGE.format(name=model))
         url = known[model]
         try:
             path = clip.clip._download(url, clip_cache_dir(download_root))
@@ -95,16 +94,18 @@ def read_state_dict(path: str) -> dict:
         raise BackboneError(f"{path}: not a TorchScript archive nor a weights-only state dict ({err})") from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or "visual.attnpool.positional_embedding" not in state:
-        if isinstance(state, dict) and "visual.proj" in state:
-            raise BackboneError(VIT_MESSAGE.format(name=path))
-        raise BackboneError(f"{path}: not a CLIP ResNet state dict (no visual.attnpool weights)")
+    if not isinstance(state, dict) or not ({"visual.attnpool.positional_embedding", "visual.proj"} & set(state)):
+        raise BackboneError(f"{path}: not a CLIP state dict (neither a ResNet's visual.attnpool nor a "
+                            "Vision Transformer's visual.proj)")
     return state
 
 
 @dataclass
 class Backbone:
-    """A loaded CLIP ResNet with what the cache needs to know about it."""
+    """A loaded CLIP ResNet with what the cache needs to know about it (the interface both
+    families answer: `kind`, the shapes, `describe`, `pool_weights`, `encode`)."""
+
+    kind: ClassVar[str] = "resnet"
 
     model: torch.nn.Module    # the whole CLIP (image and text towers), eval mode
     name: str                 # the model name or the file it came from
@@ -143,7 +144,7 @@ class Backbone:
 
     def describe(self) -> dict:
         """The cache's `backbone` root attribute."""
-        return {"name": self.name, "weights_sha256": self.sha256,
+        return {"name": self.name, "kind": self.kind, "weights_sha256": self.sha256,
                 "input_resolution": self.input_resolution, "grid": list(self.grid),
                 "channels": self.channels, "embed_dim": self.embed_dim, "feature_dtype": "float16"}
 
@@ -158,7 +159,9 @@ class Backbone:
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """X' tokens (N, HW, C) and CLIP's global embedding (N, D) from one forward pass."""
+        """X' tokens (N, HW, C) and CLIP's global embedding (N, D) from one forward pass.
+
+        The tokens are what a head reads (a ViT's begin with its class token)."""
         visual = self.visual
         x = images.to(self.device, non_blocking=True).type(self.dtype)
         if self.device.type == "cuda":
@@ -175,16 +178,18 @@ class Backbone:
 
 def load_backbone(model: str = "RN50", device: torch.device | str = "cpu",
                   download_root: str | None = None) -> Backbone:
-    """Load a CLIP ResNet by name or file onto `device` (fp16 on CUDA as clip does, fp32 on CPU)."""
+    """Load a CLIP ResNet or ViT by name or file onto `device` (fp16 on CUDA as clip does, fp32 on CPU)."""
     clip = import_clip()
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BackboneError(f"{device} asked for but CUDA is not available on this machine")
     path, sha256 = resolve_weights(model, download_root)
     state = read_state_dict(path)
-    if "visual.proj" in state:
-        raise BackboneError(VIT_MESSAGE.format(name=model))
-    network = clip.model.build_model(dict(state)).to(device)
+    try:
+        network = clip.model.build_model(dict(state)).to(device)
+    except (KeyError, RuntimeError, ValueError, AssertionError) as err:
+        reason = (str(err).splitlines() or [repr(err)])[0]
+        raise BackboneError(f"{model}: not a complete CLIP state dict ({type(err).__name__}: {reason})") from err
     if device.type != "cuda":
         network.float()
     if device.type == "cuda":
@@ -193,4 +198,6 @@ def load_backbone(model: str = "RN50", device: torch.device | str = "cpu",
     for parameter in network.parameters():
         parameter.requires_grad_(False)
     preprocess = clip.clip._transform(network.visual.input_resolution)
-    return Backbone(network, model, sha256, device, preprocess)
+    from .vit import VitBackbone  # the ViT family builds on this module's interface
+    family = VitBackbone if "visual.proj" in state else Backbone
+    return family(network, model, sha256, device, preprocess)

@@ -3,7 +3,7 @@
 Importing the package registers every head (`registry.HEADS`): a new head is one module that
 decorates its class with `registry.register` and is imported here.
 """
-from . import attention, biam, lesa, linear, zssdl  # noqa: F401  (registration)
-from .registry import HEADS, build_head, head_from_options, register
+from . import attention, attention_vit, biam, lesa, linear, zssdl  # noqa: F401  (registration)
+from .registry import HEADS, VIT_HEADS, build_head, head_from_options, register
 
-__all__ = ["HEADS", "build_head", "head_from_options", "register"]
+__all__ = ["HEADS", "VIT_HEADS", "build_head", "head_from_options", "register"]

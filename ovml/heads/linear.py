@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..cache.pooling import pool_output_dim
 from .registry import register
 
 
@@ -13,6 +14,7 @@ class LinearHead(nn.Module):
     untrained head scores exactly like CLIP-ML. It ignores the spatial tokens."""
 
     name = "linear"
+    backbones = ("resnet", "vit")
 
     def __init__(self, embed_dim: int):
         super().__init__()
@@ -28,11 +30,11 @@ class LinearHead(nn.Module):
 
     @classmethod
     def from_pool(cls, pool: dict[str, Tensor], num_heads: int, text_dim: int) -> LinearHead:
-        """The pool only fixes D (and the device); nothing is copied from it."""
-        embed_dim = pool["c_weight"].shape[0]
+        """The pool (either kind) only fixes D (and the device); nothing is copied from it."""
+        embed_dim = pool_output_dim(pool)
         if text_dim != embed_dim:
             raise ValueError(f"text dimension {text_dim} differs from the pool's output dimension {embed_dim}")
-        return cls(embed_dim).to(pool["c_weight"].device)
+        return cls(embed_dim).to(next(iter(pool.values())).device)
 
     def forward(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
         """(N, L, D): the mapped global vector of each image, expanded over the L labels (a view)."""

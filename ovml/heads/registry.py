@@ -1,45 +1,63 @@
 """Head registry: names to classes, so the CLI, training and evaluation build any head by name.
 
 A head class has a class attribute `name`, a classmethod `from_pool(pool, num_heads, text_dim,
-**options)` that initialises it from CLIP's attention-pool weights, a constructor taking only
-JSON-able shape options, and an attribute `options` holding those constructor arguments, so a
-checkpoint (tensors only) loads into `head_from_options(name, options)` without the pool.
+**options)` that initialises it from CLIP's pool weights, a constructor taking only JSON-able
+shape options, and an attribute `options` holding those constructor arguments, so a checkpoint
+(tensors only) loads into `head_from_options(name, options)` without the pool.
+
+Heads are registered per backbone kind (the class attribute `backbones`, default ("resnet",)):
+one name, e.g. "ovml", may have a ResNet reading and a ViT reading in two classes. `build_head`
+picks the reading from the pool it is given (`pooling.pool_kind`).
 """
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-HEADS: dict[str, type[nn.Module]] = {}
+from ..cache.pooling import pool_kind, pool_output_dim
+from ..cache.schema import BACKBONE_KINDS
+from ..errors import UsageError
+
+HEADS: dict[str, type[nn.Module]] = {}       # name -> the head for ResNet caches
+VIT_HEADS: dict[str, type[nn.Module]] = {}   # name -> the head for ViT caches
+BY_KIND = {"resnet": HEADS, "vit": VIT_HEADS}
 
 
 def register(cls: type[nn.Module]) -> type[nn.Module]:
-    """Class decorator: make `cls` buildable by its `name`."""
-    if HEADS.get(cls.name, cls) is not cls:
-        raise ValueError(f"a different head is already registered as {cls.name!r}")
-    HEADS[cls.name] = cls
+    """Class decorator: make `cls` buildable by its `name` for each kind in `cls.backbones`."""
+    for kind in getattr(cls, "backbones", ("resnet",)):
+        table = BY_KIND[kind]
+        if table.get(cls.name, cls) is not cls:
+            raise ValueError(f"a different {kind} head is already registered as {cls.name!r}")
+        table[cls.name] = cls
     return cls
 
 
-def head_class(name: str) -> type[nn.Module]:
-    """The registered class called `name`, or a ValueError listing the known names."""
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r} (known: {', '.join(sorted(HEADS))})")
-    return HEADS[name]
+def head_class(name: str, kind: str = "resnet") -> type[nn.Module]:
+    """The registered class called `name` for a `kind` backbone, or a UsageError (a ValueError)
+    saying why not."""
+    table = BY_KIND[kind]
+    if name not in table:
+        known = set(HEADS) | set(VIT_HEADS)
+        if name in known:
+            raise UsageError(f"head {name!r} has no {BACKBONE_KINDS[kind]} reading "
+                             f"(heads for {BACKBONE_KINDS[kind]} caches: {', '.join(sorted(table))})")
+        raise UsageError(f"unknown head {name!r} (known: {', '.join(sorted(known))})")
+    return table[name]
 
 
 def build_head(name: str, pool: dict[str, Tensor], num_heads: int, text_dim: int | None = None,
                **options) -> nn.Module:
-    """A head initialised from CLIP's pool weights (CACHE.md `pool/*`); text_dim defaults to
-    the pool's output dimension D."""
+    """A head initialised from CLIP's pool weights (CACHE.md `pool/*`, either kind); text_dim
+    defaults to the pool's output dimension D."""
     if text_dim is None:
-        text_dim = pool["c_weight"].shape[0]
-    return head_class(name).from_pool(pool, num_heads, text_dim, **options)
+        text_dim = pool_output_dim(pool)
+    return head_class(name, pool_kind(pool)).from_pool(pool, num_heads, text_dim, **options)
 
 
-def head_from_options(name: str, options: dict) -> nn.Module:
+def head_from_options(name: str, options: dict, kind: str = "resnet") -> nn.Module:
     """An untrained head with the shapes `options` (a head's `.options`) describe, ready for
     `load_state_dict`: rebuilds a checkpoint without the pool."""
-    return head_class(name)(**options)
+    return head_class(name, kind)(**options)
 
 
 def has_own_loss(name: str) -> bool:

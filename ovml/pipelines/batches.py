@@ -15,6 +15,9 @@ from ..cache.reader import CacheReader
 from ..progress import progress as progress_bar
 
 FIELDS = ("spatial", "global", "labels")
+# batch key -> reader field. A batch's "spatial" is what a head reads as its tokens: X' for a
+# ResNet, [cls; X'] (N, 1+HW, W) for a ViT, so every head keeps one signature for both kinds.
+READ_AS = {"spatial": "tokens", "global": "global", "labels": "labels"}
 
 
 @dataclass
@@ -79,12 +82,18 @@ class BatchStream:
         """Batches per epoch."""
         return -(-self.selection.count // self.batch_size)
 
+    def _read(self, units: list[int]) -> Iterator[tuple[int, dict]]:
+        """(unit, {batch key: rows}) for `units`, read ahead in a background thread."""
+        fields = [READ_AS[key] for key in FIELDS]
+        for unit, rows in self.reader.iter_units(self.selection.split, units, fields, self.prefetch):
+            yield unit, {key: rows[READ_AS[key]] for key in FIELDS}
+
     def _units(self, order: list[int]) -> Iterator[tuple[int, dict]]:
         if self.memory is None:
-            yield from self.reader.iter_units(self.selection.split, order, FIELDS, self.prefetch)
+            yield from self._read(order)
             return
         missing = [u for u in order if u not in self.memory]
-        for unit, rows in self.reader.iter_units(self.selection.split, missing, FIELDS, self.prefetch):
+        for unit, rows in self._read(missing):
             self.memory[unit] = rows
         for unit in order:
             yield unit, self.memory[unit]

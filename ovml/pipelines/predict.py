@@ -148,7 +148,8 @@ class Predictor:
         return self._text[key]
 
     def features(self, pictures: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Spatial (n, HW, C) and global (n, D) float32 features of decoded images."""
+        """Spatial (n, HW, C) and global (n, D) float32 features of decoded images (a ViT's
+        spatial is [cls; X'] (n, 1+HW, W), the tokens its heads read)."""
         spatial, global_embedding = self.backbone.encode(torch.stack([self.backbone.preprocess(p) for p in pictures]))
         return spatial.float(), global_embedding.float()
 

@@ -21,6 +21,8 @@ import torch
 from ..cache.reader import CacheReader
 from ..config import TrainConfig, from_dict
 from ..errors import UsageError
+from ..heads.attention_vit import DEFAULT_OUTPUT as DEFAULT_VIT_OUTPUT
+from ..heads.attention_vit import PINV_REFUSAL
 from ..heads.base import cosine_scores
 from ..heads.losses import (LogitScale, ProjectionHead, hinge_ranking_loss, ranking_loss, sample_label_columns,
                             supervised_contrastive_loss)
@@ -49,12 +51,53 @@ class TrainResult:
     seconds: float
 
 
-def head_options(config: TrainConfig) -> dict:
-    """The options a head is built with (recorded in config.json to rebuild it later)."""
+# The OVML head's settings where TrainConfig leaves them None, per backbone kind (measured on the
+# planted worlds: README "Training defaults"; the ViT head attends with CLIP's own heads and one
+# softmax, as README "Vision Transformers" measured it).
+BACKBONE_DEFAULTS = {
+    "resnet": {"q_init": "dense", "attention_scales": (1.0, 64.0), "attention_top_k": 3,
+               "frozen": ("v_proj", "c_proj"), "attention_heads": 1},
+    "vit": {"q_init": "random", "attention_scales": (), "attention_top_k": 0, "frozen": (),
+            "attention_heads": "pool"},
+}
+VIT_REFUSALS = {
+    "q_init": "--q-init {value} has no Vision Transformer form (the ViT's output passes ln_post, a "
+              "LayerNorm, which no linear map inverts); use --q-init random",
+    "attention_scales": "--attention-scales applies to the ResNet head; the ViT head attends with one softmax",
+    "attention_top_k": "--attention-top-k applies to the ResNet head; the ViT head attends with one softmax",
+    "attention_heads": "--attention-heads applies to the ResNet head; the ViT head uses CLIP's own heads",
+}
+
+
+def head_settings(config: TrainConfig, kind: str) -> dict:
+    """The OVML head's settings for a cache of backbone `kind`: config's values, None taking the
+    kind's default; values a ViT head has no form for are refused (UsageError)."""
+    settings = {key: default if getattr(config, key) is None else getattr(config, key)
+                for key, default in BACKBONE_DEFAULTS[kind].items()}
+    if kind == "vit" and config.head == "ovml":
+        if settings["q_init"] == "pinv":
+            raise UsageError(PINV_REFUSAL)
+        for key, refusal in VIT_REFUSALS.items():
+            value = tuple(settings[key]) if key == "attention_scales" else settings[key]
+            if value != BACKBONE_DEFAULTS["vit"][key]:
+                raise UsageError(f"{config.cache}: " + refusal.format(value=settings[key]))
+    return settings
+
+
+def head_options(config: TrainConfig, kind: str = "resnet") -> dict:
+    """The options a head is built with (recorded in config.json to rebuild it later), for a
+    cache of backbone `kind`; --vit-output on a ResNet cache is refused."""
+    if kind != "vit" and config.vit_output is not None:
+        raise UsageError(f"{config.cache}: --vit-output applies to Vision Transformer caches; this one "
+                         "holds a ResNet's features")
     if config.head != "ovml":
         return {}
-    return {"q_init": config.q_init, "attention_scales": list(config.attention_scales),
-            "attention_top_k": config.attention_top_k, "attention_heads": config.attention_heads}
+    settings = head_settings(config, kind)
+    if kind == "vit":
+        return {"q_init": settings["q_init"], "vit_output": config.vit_output or DEFAULT_VIT_OUTPUT}
+    heads = settings["attention_heads"]
+    return {"q_init": settings["q_init"], "attention_scales": list(settings["attention_scales"]),
+            "attention_top_k": settings["attention_top_k"], "attention_heads": None if heads == "pool" else heads}
 
 
 def initial_logit_scale(cosines: torch.Tensor, spread: float = LOGIT_SPREAD) -> float:
@@ -91,8 +134,9 @@ class Trainer:
         self.text = torch.from_numpy(reader.text[self.seen_columns]).to(self.device)   # (S, D)
         torch.manual_seed(config.seed)
         self.head = build_head(config.head, cache_pool(reader, self.device), reader.num_heads,
-                               **head_options(config)).to(self.device)
-        self.frozen = self.freeze(config.frozen)
+                               **head_options(config, reader.kind)).to(self.device)
+        self.settings = head_settings(config, reader.kind)
+        self.frozen = self.freeze(self.settings["frozen"])
         self.contrastive_weight = (default_contrastive_weight(config.head) if config.contrastive_weight is None
                                    else config.contrastive_weight)
         self.projector = ProjectionHead(reader.embed_dim).to(self.device) if self.contrastive_weight > 0 else None
@@ -132,7 +176,7 @@ class Trainer:
         batch = next(iter(self.stream.epoch(seed=0, shuffle=False)))
         spatial, global_embedding = batch_tensors(batch, self.device)
         measured = {}
-        if getattr(self.config, "q_init", None) == "dense" and hasattr(self.head, "calibrate_query"):
+        if self.settings["q_init"] == "dense" and hasattr(self.head, "calibrate_query"):
             measured["query_scale"] = self.head.calibrate_query(spatial, self.text)
         if self.config.logit_scale == "auto":
             cosines = cosine_scores(self.head(spatial, global_embedding, self.text), self.text)
@@ -264,12 +308,13 @@ class Trainer:
         return {"train": dataclasses.asdict(self.config),
                 "cache": {"path": os.path.abspath(self.reader.path), "fingerprint": self.reader.fingerprint(),
                           "backbone": self.reader.backbone, "prompts": self.reader.prompts},
-                "head": {"name": self.config.head, "options": head_options(self.config),
+                "head": {"name": self.config.head, "options": head_options(self.config, self.reader.kind),
                          "num_heads": self.reader.num_heads, "embed_dim": self.reader.embed_dim,
                          "channels": self.reader.channels, "hw": self.reader.hw},
                 "seed": self.config.seed, "label_columns": "seen",
                 "lr": {"max": self.lr, "range_test": self.range_test.summary() if self.range_test else None},
-                "frozen": self.frozen,
+                "settings": {key: self.settings[key] for key in ("q_init", "attention_scales", "attention_top_k",
+                                                                  "attention_heads")} | {"frozen": self.frozen},
                 "calibration": self.calibration | {"logit_scale": self.calibration["logit_scale"] |
                                                    {"final": float(f"{self.logit_scale.value:.6g}")}},
                 "pseudo_unseen_columns": self.pseudo_unseen.tolist(),
