@@ -27,6 +27,19 @@ def test_learning_rates_are_geometric_and_the_rule_is_the_minimum_over_ten():
     assert choose_lr([1e-3, 1e-2, 1e-1], [5.0, 2.0, 9.0]) == pytest.approx(1e-3)
 
 
+def test_the_rule_skips_the_first_steps_and_takes_the_knee_of_a_long_plateau():
+    lrs = learning_rates(20, 1e-6, 1.0)
+    flat = [10.0] * 20
+    flat[0] = 9.0                                   # a lucky first batch decides nothing
+    flat[15] = 9.9
+    assert choose_lr(lrs, flat, flat) == pytest.approx(lrs[15] / 10)
+    plateau = [30.0] * 6 + [26.0, 22.0, 20.5] + [20.4 - 0.01 * k for k in range(11)]
+    noisy = [value + (0.2 if k % 2 else -0.2) for k, value in enumerate(plateau)]
+    assert choose_lr(lrs, plateau, noisy) == pytest.approx(lrs[7])  # the knee (80% of the drop), not lrs[19] / 10
+    very_noisy = [value + (8.0 if k % 2 else -8.0) for k, value in enumerate(plateau)]
+    assert choose_lr(lrs, plateau, very_noisy) == pytest.approx(lrs[19] / 10)  # a drop within the noise
+
+
 def test_range_test_stops_once_the_loss_diverges():
     def step(lr):                        # a loss that falls until lr = 1e-2, then explodes
         return 10.0 - math.log10(lr) if lr < 1e-2 else 12.0 * (lr / 1e-2) ** 4
