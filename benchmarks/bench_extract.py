@@ -5,6 +5,7 @@ workers. Photo-like JPEGs of real sizes (500x375 to 1024x768), random-weight CLI
 
     python benchmarks/bench_extract.py                       # RN50 shapes, CPU, --decode exact
     python benchmarks/bench_extract.py --decode draft
+    python benchmarks/bench_extract.py --shape vit-b16 --images 64      # random-weight ViT-B/16, CPU
     python benchmarks/bench_extract.py --gpu --decode gpu --workers 16 --images 20000 --batch-size 256
 
 Each repetition runs the three arms back to back; the ratio is the median over repetitions of
@@ -122,7 +123,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="decode processes (0: in the main process)")
     parser.add_argument("--decode", choices=["exact", "draft", "gpu"], default="exact")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--shape", choices=["rn50", "tiny"], default="rn50")
+    parser.add_argument("--shape", choices=["rn50", "tiny", "vit-b16"], default="rn50")
     parser.add_argument("--make-processes", type=int, default=os.cpu_count() or 1,
                         help="processes writing the generated photos")
     parser.add_argument("--gpu", action="store_true", help="run on cuda:0 (fp16, as extract --gpu)")

@@ -63,3 +63,15 @@ def mixed_precision(amp: str | None, device: torch.device | str) -> MixedPrecisi
         raise UsageError(f"--amp bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; "
                          "use --amp fp16")
     return MixedPrecision(device.type, AMP_DTYPES[amp])
+
+
+def scaled_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                schedule: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """One optimisation step: (scaled) backward, step, scaler update, and the schedule's next
+    step while it lasts (OneCycleLR refuses steps past its total)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    if schedule.last_epoch + 1 < schedule.total_steps:
+        schedule.step()

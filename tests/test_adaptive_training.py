@@ -46,7 +46,7 @@ def test_range_test_stops_once_the_loss_diverges():
     record = run_range_test(step, steps=61, show=False)
     assert len(record.lrs) < 61 and record.lrs[-1] < 1.0
     assert 1e-4 < record.chosen < 1e-2
-    assert record.summary()["rule"].startswith("lr at the lowest smoothed loss")
+    assert record.summary()["rule"].startswith("min(lr at the lowest smoothed loss")
 
 
 def test_dense_query_makes_attention_logits_dense_clip_similarities():

@@ -2,7 +2,6 @@
 whatever its files say; validation and test keep every annotation. The attrs and `ovml info` say so."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

@@ -65,13 +65,16 @@ def best_matching(vectors: Tensor, cosines: Tensor) -> Tensor:
     return vectors.reshape(n * k, d)[best]                                               # (N, L, D)
 
 
-def pool_dimensions(pool: dict[str, Tensor]) -> tuple[int, int]:
+def pool_dimensions(pool: dict[str, Tensor], text_dim: int | None = None) -> tuple[int, int]:
     """(C, D): X' channels and the joint embedding dimension of a cache's pool weights, for heads
-    that copy nothing from the pool (a ResNet attention pool's c_weight is D x C)."""
-    if "c_weight" in pool:
-        embed_dim, channels = pool["c_weight"].shape
-        return int(channels), int(embed_dim)
-    raise ValueError(f"pool weights without c_weight (keys: {', '.join(sorted(pool))})")
+    that copy nothing from the pool (a ResNet attention pool's c_weight is D x C); a `text_dim`
+    other than D is refused."""
+    if "c_weight" not in pool:
+        raise ValueError(f"pool weights without c_weight (keys: {', '.join(sorted(pool))})")
+    embed_dim, channels = pool["c_weight"].shape
+    if text_dim is not None and text_dim != embed_dim:
+        raise ValueError(f"text dimension {text_dim} differs from the pool's output dimension {embed_dim}")
+    return int(channels), int(embed_dim)
 
 
 def to_grid(tokens: Tensor) -> Tensor:

@@ -144,9 +144,7 @@ class BiAMHead(nn.Module):
     @classmethod
     def from_pool(cls, pool: dict[str, Tensor], num_heads: int, text_dim: int, **settings) -> BiAMHead:
         """The pool fixes C and D only; BiAM's layers start with PyTorch's default inits."""
-        channels, embed_dim = pool_dimensions(pool)
-        if text_dim != embed_dim:
-            raise ValueError(f"text dimension {text_dim} differs from the pool's output dimension {embed_dim}")
+        channels, embed_dim = pool_dimensions(pool, text_dim)
         return cls(channels, embed_dim, **settings).to(next(iter(pool.values())).device)
 
     def regions(self, spatial: Tensor, global_embedding: Tensor) -> Tensor:

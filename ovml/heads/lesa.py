@@ -110,9 +110,7 @@ class LESAHead(nn.Module):
     def from_pool(cls, pool: dict[str, Tensor], num_heads: int, text_dim: int, attentions: int = 10,
                   global_margin: float = 0.0) -> LESAHead:
         """The pool fixes C and D only; LESA's layers start random."""
-        channels, embed_dim = pool_dimensions(pool)
-        if text_dim != embed_dim:
-            raise ValueError(f"text dimension {text_dim} differs from the pool's output dimension {embed_dim}")
+        channels, embed_dim = pool_dimensions(pool, text_dim)
         return cls(channels, embed_dim, attentions, global_margin).to(next(iter(pool.values())).device)
 
     def regions(self, spatial: Tensor) -> Tensor:

@@ -99,9 +99,7 @@ class ZSSDLHead(nn.Module):
     def from_pool(cls, pool: dict[str, Tensor], num_heads: int, text_dim: int, principal_vectors: int = 7,
                   variance_weight: float = 0.01) -> ZSSDLHead:
         """The pool fixes C and D only: ZS-SDL's embedding starts random."""
-        channels, embed_dim = pool_dimensions(pool)
-        if text_dim != embed_dim:
-            raise ValueError(f"text dimension {text_dim} differs from the pool's output dimension {embed_dim}")
+        channels, embed_dim = pool_dimensions(pool, text_dim)
         device = next(iter(pool.values())).device
         return cls(channels, embed_dim, principal_vectors, variance_weight).to(device)
 

@@ -36,6 +36,7 @@ from ..extract.images import ImageRows, collate, normalise
 from ..extract.runner import adapter_options, select_splits
 from ..extract.text import embed_labels, load_prompts
 from ..heads.losses import ranking_loss
+from ..precision import scaled_step
 from ..progress import progress
 from .runs import load_tensors, save_tensors, schedule_state
 
@@ -124,12 +125,7 @@ class Finetuner:
             embedding = self.model.encode_image(normalise(images.to(self.device, non_blocking=True)))  # (B, D)
         logits = self.scale * F.normalize(embedding.float(), dim=-1) @ self.text.T           # (B, S)
         loss = ranking_loss(logits, labels.to(self.device))
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if self.schedule.last_epoch + 1 < self.schedule.total_steps:
-            self.schedule.step()
+        scaled_step(loss, self.optimizer, self.scaler, self.schedule)
         return float(loss.detach())
 
     def epoch(self, epoch: int) -> dict:

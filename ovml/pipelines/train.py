@@ -28,7 +28,7 @@ from ..heads.losses import (LogitScale, ProjectionHead, hinge_ranking_loss, rank
                             supervised_contrastive_loss)
 from ..heads.registry import build_head, default_contrastive_weight
 from ..metrics_stream import streaming_mean_average_precision
-from ..precision import mixed_precision
+from ..precision import mixed_precision, scaled_step
 from ..progress import notice, progress
 from .batches import BatchStream, carve_validation, trainable_rows
 from .lr_range import RangeTest, run_range_test, write_range_test
@@ -253,12 +253,7 @@ class Trainer:
         for batch in self.stream.epoch(seed=self.config.seed * 1000 + epoch):
             with self.precision.autocast():
                 loss, parts = self.loss(batch, generator)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.schedule.last_epoch + 1 < self.schedule.total_steps:
-                self.schedule.step()
+            scaled_step(loss, self.optimizer, self.scaler, self.schedule)
             steps += 1
             images += len(batch["labels"])
             sums["loss"] += float(loss.detach())
