@@ -111,7 +111,7 @@ def main() -> None:
             per_seed[seed] = {name: {"/".join(k) if isinstance(k, tuple) else k: v for k, v in row.items()}
                               for name, row in rows.items()}
     settings = (f"Planted world, {args.train_images} train / {args.test_images} test images, {args.epochs} epochs, "
-                "lr 1e-2, logit scale 20, alpha 0")
+                "train-head defaults (OVML also with --paper), alpha 0")
     print_table(per_seed, settings)
     if args.json:
         with open(args.json, "w") as handle:
