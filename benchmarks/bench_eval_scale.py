@@ -43,6 +43,17 @@ def run_measured(arguments: list[str], log: str) -> tuple[float, int]:
     return seconds, usage.ru_maxrss * 1024  # Linux reports kilobytes
 
 
+def write_openimages_shaped(cache: str, train_images: int, test_images: int) -> float:
+    """Write the planted cache of Open Images GZSL's vocabulary (unless it exists); seconds taken."""
+    world = PlantedWorld(seen=SEEN, unseen=UNSEEN, rank=16, embed_dim=16, channels=32, grid=3, num_heads=4,
+                         train_images=train_images, test_images=test_images,
+                         big_cells=(3, 5), small_objects=(1, 2), small_cells=(1, 2))
+    started = time.perf_counter()
+    if not os.path.exists(cache):
+        write_planted_world(cache, world, progress=False)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--test-images", type=int, default=125_436)
@@ -53,14 +64,8 @@ def main() -> None:
     folder = args.keep or tempfile.mkdtemp(prefix="bench-eval-scale-")
     os.makedirs(folder, exist_ok=True)
     try:
-        world = PlantedWorld(seen=SEEN, unseen=UNSEEN, rank=16, embed_dim=16, channels=32, grid=3, num_heads=4,
-                             train_images=args.train_images, test_images=args.test_images,
-                             big_cells=(3, 5), small_objects=(1, 2), small_cells=(1, 2))
         cache = os.path.join(folder, "openimages-shape.zarr")
-        started = time.perf_counter()
-        if not os.path.exists(cache):
-            write_planted_world(cache, world, progress=False)
-        write_s = time.perf_counter() - started
+        write_s = write_openimages_shaped(cache, args.train_images, args.test_images)
         run = os.path.join(folder, "run")
         train_s, train_rss = run_measured(["train-head", "--cache", cache, "--out", run, "--epochs", "1",
                                            "--negatives", "64", "--overwrite"], os.path.join(folder, "train.log"))

@@ -201,8 +201,8 @@ def test_add_labels_writes_new_columns_in_row_blocks(small_world, tmp_path, monk
         old, dim = reader.num_labels, reader.embed_dim
     text = np.eye(3, dim, dtype=np.float32)
     values = np.array([[1, -1, 1], [-1, 1, -1], [1, 1, 1]], np.int8)
-    adding.commit(copy, adding.NewLabels(["a", "b", "c"], text, False, {"test": (np.array([0, 70, 127]), values)}),
-                  old)
+    annotated = adding.AnnotatedRows.from_lists([0, 70, 127], [np.array([0, 2]), np.array([1]), np.array([0, 1, 2])])
+    adding.commit(copy, adding.NewLabels(["a", "b", "c"], text, False, {"test": annotated}), old)
     with CacheReader(copy) as reader:
         expected = np.zeros((128, 3), np.int8)
         expected[[0, 70, 127]] = values

@@ -24,11 +24,37 @@ WRITE_ENTRIES = 1 << 24  # label entries per write of new columns (16 MB of int8
 
 
 @dataclass(frozen=True)
+class AnnotatedRows:
+    """One split's annotated rows, kept sparse so that memory follows the positives, not rows x
+    new labels: every new label of an annotated row is -1 except its positives; other rows get 0."""
+    rows: np.ndarray          # (n,) ascending row indices
+    offsets: np.ndarray       # (n + 1,) row i's positives are columns[offsets[i]:offsets[i + 1]]
+    columns: np.ndarray       # (positives,) new-label columns
+
+    @classmethod
+    def from_lists(cls, rows: list[int], positives: list[np.ndarray]) -> "AnnotatedRows":
+        counts = np.array([len(p) for p in positives], dtype=np.int64)
+        columns = np.concatenate(positives) if positives else np.zeros(0)
+        return cls(np.asarray(rows, dtype=np.int64), np.concatenate([[0], np.cumsum(counts)]),
+                   columns.astype(np.int64))
+
+    def block(self, start: int, stop: int, width: int) -> np.ndarray:
+        """Rows start..stop of the new columns as int8, (stop - start, width)."""
+        values = np.zeros((stop - start, width), dtype=np.int8)
+        first, last = np.searchsorted(self.rows, [start, stop])
+        inside = self.rows[first:last] - start
+        values[inside] = -1
+        per_row = np.diff(self.offsets[first:last + 1])
+        values[np.repeat(inside, per_row), self.columns[self.offsets[first]:self.offsets[last]]] = 1
+        return values
+
+
+@dataclass(frozen=True)
 class NewLabels:
     names: list[str]
     text: np.ndarray          # (k, D)
     seen: bool
-    annotations: dict         # split -> (row indices, (rows, k) int8 values)
+    annotations: dict         # split -> AnnotatedRows
 
 
 def read_names(path: str, existing: set[str]) -> list[str]:
@@ -49,27 +75,27 @@ def read_names(path: str, existing: set[str]) -> list[str]:
     return names
 
 
-def read_annotations(path: str, names: list[str], reader: CacheReader) -> dict:
+def read_annotations(path: str, names: list[str], reader: CacheReader) -> dict[str, AnnotatedRows]:
     """`id,labels` CSV (labels joined by `;`): listed images get +1/-1 on the new labels; others 0."""
     column = {name: j for j, name in enumerate(names)}
-    wanted: dict[str, np.ndarray] = {}
+    wanted: dict[str, np.ndarray] = {}   # image id -> its positive columns
     with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = csv.DictReader(handle)
         if not {"id", "labels"} <= set(rows.fieldnames or []):
             raise UsageError(f"{path}:1: needs the columns id,labels")
         for row in rows:
-            vector = np.full(len(names), -1, dtype=np.int8)
+            positives = set()
             for name in filter(None, (n.strip() for n in (row["labels"] or "").split(";"))):
                 if name not in column:
                     raise UsageError(f"{path}:{rows.line_num}: {name!r} is not one of the new labels")
-                vector[column[name]] = 1
-            wanted[row["id"].strip()] = vector
-    found: dict = {}
+                positives.add(column[name])
+            wanted[row["id"].strip()] = np.array(sorted(positives), dtype=np.int32)
+    found: dict[str, AnnotatedRows] = {}
     for split in reader.splits:
         ids = reader.image_ids(split)
-        hits = [(i, wanted[image]) for i, image in enumerate(ids) if image in wanted]
+        hits = [i for i, image in enumerate(ids) if image in wanted]
         if hits:
-            found[split] = (np.array([i for i, _ in hits]), np.stack([v for _, v in hits]))
+            found[split] = AnnotatedRows.from_lists(hits, [wanted[ids[i]] for i in hits])
     return found
 
 
@@ -95,19 +121,17 @@ def prepare(cache: str, names_file: str, unseen: bool, model: str | None, device
         return NewLabels(names, text, not unseen, found), reader.num_labels
 
 
-def write_new_columns(matrix, old_count: int, annotations: tuple[np.ndarray, np.ndarray] | None) -> None:
+def write_new_columns(matrix, old_count: int, annotations: AnnotatedRows | None) -> None:
     """Write a split's new label columns (0, or the annotated values) a few chunks of rows at a
     time, so memory stays bounded whatever rows x new labels; every new entry is written, so no
     value left in a chunk by an interrupted earlier commit survives."""
     rows, count = matrix.shape
     added = count - old_count
-    indices, values = annotations or (np.zeros(0, dtype=int), np.zeros((0, added), dtype=np.int8))
+    annotations = annotations or AnnotatedRows.from_lists([], [])
     step = max(1, WRITE_ENTRIES // (added * matrix.chunks[0])) * matrix.chunks[0]
     for start in range(0, rows, step):
-        block = np.zeros((min(step, rows - start), added), dtype=np.int8)   # (rows, new labels)
-        inside = (indices >= start) & (indices < start + len(block))
-        block[indices[inside] - start] = values[inside]
-        matrix[start:start + len(block), old_count:count] = block
+        stop = min(start + step, rows)
+        matrix[start:stop, old_count:count] = annotations.block(start, stop, added)   # (rows, new labels)
 
 
 def commit(cache: str, new: NewLabels, old_count: int) -> None:

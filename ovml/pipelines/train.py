@@ -84,15 +84,15 @@ def head_settings(config: TrainConfig, kind: str) -> dict:
     return settings
 
 
-def head_options(config: TrainConfig, kind: str = "resnet") -> dict:
+def head_options(config: TrainConfig, kind: str, settings: dict) -> dict:
     """The options a head is built with (recorded in config.json to rebuild it later), for a
-    cache of backbone `kind`; --vit-output on a ResNet cache is refused."""
+    cache of backbone `kind` and the OVML head's resolved `settings` (`head_settings`);
+    --vit-output on a ResNet cache is refused."""
     if kind != "vit" and config.vit_output is not None:
         raise UsageError(f"{config.cache}: --vit-output applies to Vision Transformer caches; this one "
                          "holds a ResNet's features")
     if config.head != "ovml":
         return {}
-    settings = head_settings(config, kind)
     if kind == "vit":
         return {"q_init": settings["q_init"], "vit_output": config.vit_output or DEFAULT_VIT_OUTPUT}
     heads = settings["attention_heads"]
@@ -132,10 +132,11 @@ class Trainer:
         if len(self.seen_columns) == 0:
             raise UsageError(f"{reader.path}: no seen labels to train on")
         self.text = torch.from_numpy(reader.text[self.seen_columns]).to(self.device)   # (S, D)
+        self.settings = head_settings(config, reader.kind)
+        self.head_options = head_options(config, reader.kind, self.settings)
         torch.manual_seed(config.seed)
         self.head = build_head(config.head, cache_pool(reader, self.device), reader.num_heads,
-                               **head_options(config, reader.kind)).to(self.device)
-        self.settings = head_settings(config, reader.kind)
+                               **self.head_options).to(self.device)
         self.frozen = self.freeze(self.settings["frozen"])
         self.contrastive_weight = (default_contrastive_weight(config.head) if config.contrastive_weight is None
                                    else config.contrastive_weight)
@@ -303,7 +304,7 @@ class Trainer:
         return {"train": dataclasses.asdict(self.config),
                 "cache": {"path": os.path.abspath(self.reader.path), "fingerprint": self.reader.fingerprint(),
                           "backbone": self.reader.backbone, "prompts": self.reader.prompts},
-                "head": {"name": self.config.head, "options": head_options(self.config, self.reader.kind),
+                "head": {"name": self.config.head, "options": self.head_options,
                          "num_heads": self.reader.num_heads, "embed_dim": self.reader.embed_dim,
                          "channels": self.reader.channels, "hw": self.reader.hw},
                 "seed": self.config.seed, "label_columns": "seen",
