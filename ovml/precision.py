@@ -68,10 +68,13 @@ def mixed_precision(amp: str | None, device: torch.device | str) -> MixedPrecisi
 def scaled_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                 schedule: torch.optim.lr_scheduler.LRScheduler) -> None:
     """One optimisation step: (scaled) backward, step, scaler update, and the schedule's next
-    step while it lasts (OneCycleLR refuses steps past its total)."""
+    step while it lasts (OneCycleLR refuses steps past its total). A step the fp16 scaler skips
+    (gradients overflowed; the scale then drops) does not advance the schedule either."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    scale = scaler.get_scale() if scaler.is_enabled() else None
     scaler.step(optimizer)
     scaler.update()
-    if schedule.last_epoch + 1 < schedule.total_steps:
+    skipped = scale is not None and scaler.get_scale() < scale
+    if not skipped and schedule.last_epoch + 1 < schedule.total_steps:
         schedule.step()

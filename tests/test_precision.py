@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from ovml.cli import main
 from ovml.errors import UsageError
 from ovml.pipelines.runs import load_tensors
-from ovml.precision import MixedPrecision, mixed_precision
+from ovml.precision import MixedPrecision, mixed_precision, scaled_step
 
 TRAIN = ["--epochs", "1", "--batch-size", "32", "--lr", "1e-2", "--logit-scale", "20", "--seed", "3"]
 
@@ -62,7 +62,7 @@ def test_autocast_and_loss_scaling_wiring(small_world, tmp_path, monkeypatch):
     result = runner.invoke(main, ["train-head", "--cache", small_world, "--out", run, *TRAIN, "--amp", "fp16"])
     assert result.exit_code == 0, result.output
     scaler = load_tensors(os.path.join(run, "checkpoint.pt"), flat=False)["scaler"]
-    assert scaler["scale"] > 1 and scaler["_growth_tracker"] > 0
+    assert 1 < scaler["scale"] < 2.0 ** 16 and "_growth_tracker" in scaler   # active: it dropped from its start
     again = TRAIN[:1] + ["2"] + TRAIN[2:]
     result = runner.invoke(main, ["train-head", "--cache", small_world, "--out", run, *again, "--amp", "fp16",
                                   "--resume"])
@@ -73,3 +73,14 @@ def test_autocast_and_loss_scaling_wiring(small_world, tmp_path, monkeypatch):
     wrapped = MixedPrecision("cpu", torch.bfloat16).wrap(head)(inputs)
     assert wrapped.dtype == torch.float32
     assert np.allclose(wrapped.detach().numpy(), head(inputs).detach().numpy(), atol=0.05)
+
+
+def test_a_step_the_scaler_skips_leaves_the_schedule_where_it_was():
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=10)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    scaled_step((weight * float("inf")).sum(), optimizer, scaler, schedule)      # overflow: skipped
+    assert schedule.last_epoch == 0 and torch.equal(weight.detach(), torch.ones(3))
+    scaled_step(weight.sum(), optimizer, scaler, schedule)
+    assert schedule.last_epoch == 1 and not torch.equal(weight.detach(), torch.ones(3))
