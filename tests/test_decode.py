@@ -70,6 +70,8 @@ def test_gpu_decode_without_cuda_falls_back_to_exact_with_one_note(folder_datase
     assert_same_arrays(all_arrays(str(tmp_path / "exact.zarr")), all_arrays(str(tmp_path / "gpu.zarr")))
 
 
+@pytest.mark.skipif(device_decode.torchvision_version() < device_decode.MIN_TORCHVISION,
+                    reason="torchvision < 0.19 has no batched decode_jpeg; --decode gpu falls back to exact there")
 def test_device_decoding_path_on_the_cpu(tmp_path, monkeypatch):
     """The gpu mode's code run with torchvision's CPU decoder: JPEGs travel as bytes and are
     resized by torchvision (close to PIL's filter); other files, CMYK and truncated JPEGs are
