@@ -14,43 +14,31 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import os
 import shutil
 import sys
 import tempfile
-import warnings
 
 import numpy as np
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_eval_scale import run_measured, write_openimages_shaped  # noqa: E402
-from common import TINY  # noqa: E402
+from bench_eval_scale import SEEN, UNSEEN, run_measured, write_openimages_shaped  # noqa: E402
+from common import random_clip_file  # noqa: E402
 
 from ovml.cache import store as backends  # noqa: E402
 from ovml.cache.reader import CacheReader  # noqa: E402
+from ovml.extract.backbone import file_sha256  # noqa: E402
 
 POSITIVES_PER_IMAGE = 3  # new labels present in each annotated image (the rest are -1)
 
 
 def text_tower_for(cache: str, folder: str) -> str:
     """Save a random CLIP whose D matches the cache and make the cache name it; its path."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import clip.model
     with CacheReader(cache) as reader:
-        embed_dim = reader.embed_dim
-    torch.manual_seed(0)
-    model = clip.model.CLIP(**dict(TINY, embed_dim=embed_dim))
-    clip.model.convert_weights(model)
-    path = os.path.join(folder, "text_tower.pt")
-    torch.save(model.float().state_dict(), path)
-    with open(path, "rb") as handle:
-        digest = hashlib.sha256(handle.read()).hexdigest()
+        path = random_clip_file(folder, "tiny", embed_dim=reader.embed_dim)
     store = backends.open_store(cache, "a")
     try:
-        store.set_attr("backbone", dict(store.get_attr("backbone"), name=path, weights_sha256=digest))
+        store.set_attr("backbone", dict(store.get_attr("backbone"), name=path, weights_sha256=file_sha256(path)))
     finally:
         store.close()
     return path
@@ -97,7 +85,7 @@ def main() -> None:
                                       "--annotations", annotations, "--model", model],
                                      os.path.join(folder, "add-labels.log"))
         with CacheReader(cache) as reader:
-            assert reader.num_labels == 7586 + args.names, reader.num_labels
+            assert reader.num_labels == SEEN + UNSEEN + args.names, reader.num_labels
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     entries = rows * args.names

@@ -28,16 +28,18 @@ VIT_L14 = dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_wid
 SHAPES = {"tiny": TINY, "rn50": RN50, "vit-b16": VIT_B16, "vit-l14": VIT_L14}
 
 
-def random_clip_file(folder: str, shape: str, seed: int = 0) -> str:
-    """Save a random-weight CLIP (a name in SHAPES) as a state dict; returns its path."""
-    path = os.path.join(folder, f"random_{shape}.pt")
+def random_clip_file(folder: str, shape: str, seed: int = 0, embed_dim: int | None = None) -> str:
+    """Save a random-weight CLIP (a name in SHAPES; `embed_dim` replaces its D) as a state dict;
+    returns its path."""
+    settings = dict(SHAPES[shape], **({"embed_dim": embed_dim} if embed_dim else {}))
+    path = os.path.join(folder, f"random_{shape}{f'_d{embed_dim}' if embed_dim else ''}.pt")
     if os.path.exists(path):
         return path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import clip.model
     torch.manual_seed(seed)
-    model = clip.model.CLIP(**SHAPES[shape])
+    model = clip.model.CLIP(**settings)
     clip.model.convert_weights(model)
     torch.save(model.float().state_dict(), path)
     return path

@@ -61,8 +61,10 @@ def test_autocast_and_loss_scaling_wiring(small_world, tmp_path, monkeypatch):
     runner = CliRunner()
     result = runner.invoke(main, ["train-head", "--cache", small_world, "--out", run, *TRAIN, "--amp", "fp16"])
     assert result.exit_code == 0, result.output
-    scaler = load_tensors(os.path.join(run, "checkpoint.pt"), flat=False)["scaler"]
+    checkpoint = load_tensors(os.path.join(run, "checkpoint.pt"), flat=False)
+    scaler = checkpoint["scaler"]
     assert 1 < scaler["scale"] < 2.0 ** 16 and "_growth_tracker" in scaler   # active: it dropped from its start
+    assert checkpoint["schedule"]["last_epoch"] > 0                          # and steps were taken
     again = TRAIN[:1] + ["2"] + TRAIN[2:]
     result = runner.invoke(main, ["train-head", "--cache", small_world, "--out", run, *again, "--amp", "fp16",
                                   "--resume"])
