@@ -21,7 +21,7 @@ from ovml.config import ExtractConfig, TrainConfig  # noqa: E402
 from ovml.extract.backbone import load_backbone  # noqa: E402
 from ovml.extract.images import decode  # noqa: E402
 from ovml.extract.runner import run_extraction  # noqa: E402
-from ovml.pipelines.train import Trainer  # noqa: E402
+from ovml.train.trainer import Trainer  # noqa: E402
 
 
 def backbone_epoch(trainer: Trainer, backbone, paths: list[str], labels, batch: int) -> float:

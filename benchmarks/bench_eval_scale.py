@@ -22,7 +22,7 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
-from ovml.synthetic import PlantedWorld, write_planted_world  # noqa: E402
+from ovml.synthetic.planted import PlantedWorld, write_planted_world  # noqa: E402
 
 SEEN, UNSEEN = 7186, 400
 

@@ -17,7 +17,7 @@ import time
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from ovml.metrics import WORKERS, evaluate
+from ovml.metrics.protocol import WORKERS, evaluate
 
 KS = (3, 5)
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from ovml.synthetic import PlantedWorld, write_planted_world  # noqa: E402
+from ovml.synthetic.planted import PlantedWorld, write_planted_world  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 

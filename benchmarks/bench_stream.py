@@ -14,8 +14,8 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from ovml.config import TrainConfig  # noqa: E402
-from ovml.pipelines.train import train_head  # noqa: E402
-from ovml.synthetic import PlantedWorld, write_planted_world  # noqa: E402
+from ovml.train.trainer import train_head  # noqa: E402
+from ovml.synthetic.planted import PlantedWorld, write_planted_world  # noqa: E402
 
 
 def epoch_seconds(cache: str, out: str, in_memory: bool, device: str, epochs: int) -> list[float]:

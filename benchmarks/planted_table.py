@@ -1,6 +1,6 @@
 """Every scorer on the planted worlds of several shapes and seeds (issue 10's table).
 
-For each world in ovml.synthetic.WORLDS and each seed: CLIP-ML and dense CLIP (training-free),
+For each world in ovml.synthetic.planted.WORLDS and each seed: CLIP-ML and dense CLIP (training-free),
 the linear head, the OVML head with the paper's settings (`--paper`), and the OVML head with
 the defaults (`train-head --epochs 10`, then `eval --alpha auto`). Prints ZSL and GZSL mAP, mean
 and spread (min-max) over seeds, what `--lr auto` chose, and whether the defaults meet the
@@ -20,9 +20,9 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from ovml.config import PAPER_SETTINGS, EvalConfig, TrainConfig  # noqa: E402
-from ovml.pipelines.evaluate import evaluate_cache  # noqa: E402
-from ovml.pipelines.train import train_head  # noqa: E402
-from ovml.synthetic import WORLDS, write_planted_world  # noqa: E402
+from ovml.evaluate.evaluation import evaluate_cache  # noqa: E402
+from ovml.train.trainer import train_head  # noqa: E402
+from ovml.synthetic.planted import WORLDS, write_planted_world  # noqa: E402
 
 HEADS = {"linear head": dict(head="linear"), "OVML, paper settings": PAPER_SETTINGS, "OVML, defaults": {}}
 BASELINES = {"clip-ml": "CLIP-ML", "dense": "dense CLIP (top-3)"}

@@ -20,9 +20,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from ovml.config import EvalConfig, TrainConfig  # noqa: E402
-from ovml.pipelines.evaluate import evaluate_cache  # noqa: E402
-from ovml.pipelines.train import train_head  # noqa: E402
-from ovml.synthetic import PlantedWorld, write_planted_world  # noqa: E402
+from ovml.evaluate.evaluation import evaluate_cache  # noqa: E402
+from ovml.train.trainer import train_head  # noqa: E402
+from ovml.synthetic.planted import PlantedWorld, write_planted_world  # noqa: E402
 
 READINGS = ("residual", "direct")
 BASELINES = {"clip-ml": "CLIP-ML", "dense": "dense CLIP (top-3)"}

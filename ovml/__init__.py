@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 _PUBLIC = {"open_cache": "ovml.api", "load_tagger": "ovml.api", "train_head": "ovml.api",
            "evaluate": "ovml.api", "Cache": "ovml.api", "TrainConfig": "ovml.config",
            "EvalConfig": "ovml.config", "ExtractConfig": "ovml.config",
-           "finetune": "ovml.pipelines.finetune", "FinetuneConfig": "ovml.config",
-           "reproduce": "ovml.pipelines.reproduce", "ReproduceConfig": "ovml.config"}
+           "finetune": "ovml.train.finetune", "FinetuneConfig": "ovml.config",
+           "reproduce": "ovml.experiments.reproduce", "ReproduceConfig": "ovml.config"}
 
 __all__ = sorted(_PUBLIC)
 

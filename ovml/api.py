@@ -13,9 +13,9 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .cache.reader import CacheReader
-    from .pipelines.evaluate import Evaluation
-    from .pipelines.predict import Predictor
-    from .pipelines.train import TrainResult
+    from .evaluate.evaluation import Evaluation
+    from .predict.predictor import Predictor
+    from .train.trainer import TrainResult
 
 
 class Cache:
@@ -99,14 +99,14 @@ def load_tagger(run_dir: str | None = None, device: str = "cpu", model: str | No
     Without `run_dir`, CLIP-ML alone (`model`, default RN50). `attention=True` also gives each
     predicted label's attention map (`.attention`, (k, H, W)).
     """
-    from .pipelines.predict import Predictor
+    from .predict.predictor import Predictor
     return Predictor(model, run_dir, device, download_root, prompts)
 
 
 def train_head(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> "TrainResult":
     """Train a head from a cache (as `ovml train-head`); writes `config.out` and returns the
     summary (`.out`, `.best_epoch`, `.best_val_map`, `.last_loss`, `.seconds`)."""
-    from .pipelines.train import train_head as run_training
+    from .train.trainer import train_head as run_training
     return run_training(config, resume=resume, overwrite=overwrite)
 
 
@@ -114,5 +114,5 @@ def evaluate(config: EvalConfig) -> "Evaluation":
     """Score a cache's test split with LESA's protocol (as `ovml eval`). `.summary` is
     metrics.json's content (`.summary["rows"]`: one dict per method and alpha, in percent);
     `.rows` keep the scores. With `config.out`, the report and plots are written there too."""
-    from .pipelines.report import evaluate_and_report
+    from .evaluate.report import evaluate_and_report
     return evaluate_and_report(config)[0]

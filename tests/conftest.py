@@ -99,14 +99,14 @@ def folder_dataset(tmp_path) -> str:
 @pytest.fixture(scope="session")
 def planted_world(tmp_path_factory) -> str:
     """The default planted world (4000 train / 1000 test images), written once per session."""
-    from ovml.synthetic import write_planted_world
+    from ovml.synthetic.planted import write_planted_world
     return write_planted_world(str(tmp_path_factory.mktemp("world") / "planted.zarr"))
 
 
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory) -> str:
     """A small planted world for tests about mechanics rather than learning."""
-    from ovml.synthetic import PlantedWorld, write_planted_world
+    from ovml.synthetic.planted import PlantedWorld, write_planted_world
     return write_planted_world(str(tmp_path_factory.mktemp("small") / "small.zarr"),
                                PlantedWorld(train_images=512, test_images=128))
 

@@ -14,9 +14,9 @@ from ovml.cli import main
 from ovml.config import PAPER_SETTINGS, TrainConfig, from_dict
 from ovml.heads.attention import OVMLHead, dense_query
 from ovml.heads.losses import LogitScale
-from ovml.pipelines.lr_range import choose_lr, learning_rates, run_range_test
-from ovml.pipelines.runs import load_tensors
-from ovml.pipelines.train import initial_logit_scale, train_head
+from ovml.train.lr_range import choose_lr, learning_rates, run_range_test
+from ovml.train.run_folder import load_tensors
+from ovml.train.trainer import initial_logit_scale, train_head
 from tests.test_heads import HEADS_N, random_pool
 
 

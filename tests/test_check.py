@@ -17,7 +17,7 @@ from ovml.cache.schema import vit_pool_shapes
 from ovml.cache.pooling import vit_pool_global
 from ovml.cache.writer import CachePlan, LabelTable, UnitRows, create_cache, mark_complete, write_unit
 from ovml.cli import main
-from ovml.synthetic import PlantedWorld, write_planted_world
+from ovml.synthetic.planted import PlantedWorld, write_planted_world
 
 SHARED_CHECKER = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tools", "check_cache.py")
 SMALL = PlantedWorld(train_images=70, test_images=40, unit_rows=16)

@@ -10,17 +10,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ovml import metrics_stream, score_spill
+from ovml.metrics import spill as score_spill
+from ovml.metrics import stream as metrics_stream
 from ovml.cache.reader import CacheReader
 from ovml.cli import main
 from ovml.config import EvalConfig, TrainConfig
-from ovml.metrics import average_precision_per_label, evaluate, mean_average_precision
-from ovml.metrics_stream import Recipe, StreamingMetrics, streaming_mean_average_precision
-from ovml.pipelines import evaluate as evaluation
-from ovml.pipelines.batches import BatchStream, RowSelection
-from ovml.pipelines.scoring import HeadParts, baseline_scores, batch_tensors, cache_pool, head_parts
-from ovml.pipelines.train import train_head
-from ovml.score_spill import AnnotatedSpill
+from ovml.metrics.protocol import average_precision_per_label, evaluate, mean_average_precision
+from ovml.metrics.stream import Recipe, StreamingMetrics, streaming_mean_average_precision
+from ovml.evaluate import evaluation
+from ovml.cache.batches import BatchStream, RowSelection
+from ovml.cache.batches import batch_tensors, cache_pool
+from ovml.evaluate.scoring import HeadParts, baseline_scores, head_parts
+from ovml.train.trainer import train_head
+from ovml.metrics.spill import AnnotatedSpill
 from tests.test_metrics import random_case
 
 
@@ -114,7 +116,7 @@ def small_run(small_world, tmp_path_factory) -> str:
 
 
 def in_memory(reader, selection, columns, heads, head_alphas, baselines, ks) -> list[dict]:
-    """The straightforward computation: whole score matrices, then `ovml.metrics.evaluate`."""
+    """The straightforward computation: whole score matrices, then `ovml.metrics.protocol.evaluate`."""
     device = torch.device("cpu")
     pool, text = cache_pool(reader, device), torch.from_numpy(reader.text[columns])
     base, parts, labels = {name: [] for name in baselines}, [[] for _ in heads], []
@@ -155,7 +157,7 @@ def test_eval_equals_the_in_memory_path(small_world, small_run, alphas, tiny_blo
     assert os.listdir(scratch) == []
     with CacheReader(small_world) as reader:
         device = torch.device("cpu")
-        head = evaluation.load_trained_head(small_run, cache_pool(reader, device), reader.num_heads, device)
+        head = load_trained_head(small_run, cache_pool(reader, device), reader.num_heads, device)
         chosen = reference_alpha(reader, head, config)
         head_alphas = [sorted(set(alphas) | {chosen})]
         selection = RowSelection.from_mask("test", reader.unit_rows("test"), reader.usable_rows("test"))
@@ -193,7 +195,7 @@ def test_add_labels_writes_new_columns_in_row_blocks(small_world, tmp_path, monk
 
     import zarr
 
-    from ovml.pipelines import add_labels as adding
+    from ovml.extract import add_labels as adding
     copy = str(tmp_path / "w.zarr")
     shutil.copytree(small_world, copy)
     monkeypatch.setattr(adding, "WRITE_ENTRIES", 64 * 3)  # one chunk of rows per write

@@ -14,8 +14,8 @@ from ovml.cli import main
 from ovml.config import FinetuneConfig
 from ovml.errors import UsageError
 from ovml.extract.backbone import file_sha256, read_state_dict
-from ovml.pipelines import finetune as finetune_module
-from ovml.pipelines.finetune import finetune, sidecar
+from ovml.train import finetune as finetune_module
+from ovml.train.finetune import finetune, sidecar
 
 
 def config_for(root: str, model: str, out: str, **options) -> FinetuneConfig:

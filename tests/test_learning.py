@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ovml.cli import main
-from ovml.synthetic import WORLDS, write_planted_world
+from ovml.synthetic.planted import WORLDS, write_planted_world
 
 SMALLER = dict(train_images=2000, test_images=800)
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from ovml import metrics
-from ovml.metrics import (average_precision_per_label, evaluate, mean_average_precision,
+from ovml.metrics import protocol as metrics
+from ovml.metrics.protocol import (average_precision_per_label, evaluate, mean_average_precision,
                           precision_recall_f1_at_k)
 
 

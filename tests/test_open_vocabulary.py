@@ -14,7 +14,7 @@ from ovml.cli import main
 from ovml.errors import UsageError
 from ovml.extract.backbone import load_backbone
 from ovml.extract.text import embed_labels
-from ovml.pipelines.add_labels import add_labels, prepare
+from ovml.extract.add_labels import add_labels, prepare
 
 
 def run(*args: str):

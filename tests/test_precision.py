@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from ovml.cli import main
 from ovml.errors import UsageError
-from ovml.pipelines.runs import load_tensors
+from ovml.train.run_folder import load_tensors
 from ovml.precision import MixedPrecision, mixed_precision, scaled_step
 
 TRAIN = ["--epochs", "1", "--batch-size", "32", "--lr", "1e-2", "--logit-scale", "20", "--seed", "3"]
@@ -55,7 +55,7 @@ def test_autocast_and_loss_scaling_wiring(small_world, tmp_path, monkeypatch):
     """The CUDA branch's code path (fp16 autocast, loss scaling, the scaler in the checkpoint and
     on --resume), run with the CPU's own autocast: it trains and resumes, and the eval wrapper
     returns float32 scores close to the float32 head's."""
-    monkeypatch.setattr("ovml.pipelines.train.mixed_precision",
+    monkeypatch.setattr("ovml.train.trainer.mixed_precision",
                         lambda amp, device: MixedPrecision("cpu", torch.float16 if amp == "fp16" else None))
     run = str(tmp_path / "run")
     runner = CliRunner()

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from ovml.cli import main
 from ovml.config import ReproduceConfig
 from ovml.errors import UsageError
-from ovml.pipelines import reproduce as reproduce_module
-from ovml.pipelines.reproduce import reproduce
-from ovml.synthetic import PlantedWorld, write_planted_world
+from ovml.experiments import reproduce as reproduce_module
+from ovml.experiments.reproduce import reproduce
+from ovml.synthetic.planted import PlantedWorld, write_planted_world
 
 
 @pytest.fixture(scope="module")

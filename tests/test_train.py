@@ -15,9 +15,9 @@ from ovml.cache.schema import CacheError
 from ovml.cli import main
 from ovml.config import TrainConfig
 from ovml.errors import UsageError
-from ovml.pipelines.runs import CheckpointError, load_tensors, save_tensors, schedule_state
-from ovml.pipelines.train import train_head
-from ovml.synthetic import PlantedWorld, write_planted_world
+from ovml.train.run_folder import CheckpointError, load_tensors, save_tensors, schedule_state
+from ovml.train.trainer import train_head
+from ovml.synthetic.planted import PlantedWorld, write_planted_world
 from tests.cache_arrays import all_arrays, assert_cache_checks, assert_same_arrays
 
 

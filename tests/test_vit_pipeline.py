@@ -13,7 +13,7 @@ import ovml
 from ovml.cache.reader import CacheReader
 from ovml.cache.store import open_store
 from ovml.cli import main
-from ovml.synthetic import PlantedWorld, write_planted_world
+from ovml.synthetic.planted import PlantedWorld, write_planted_world
 from tests.cache_arrays import assert_cache_checks
 
 

@@ -54,7 +54,7 @@ def check(path, rows, as_json) -> None:
 @user_errors
 def add_labels(cache, names_file, unseen, annotations, model, gpu, device, download_root) -> None:
     """Append new label names to a cache with CLIP's text tower only (no image is re-read)."""
-    from ..pipelines.add_labels import add_labels as append_labels
+    from ..extract.add_labels import add_labels as append_labels
     added = append_labels(cache, names_file, unseen, model, resolve_device(gpu, device), download_root, annotations)
     click.echo(f"{cache}: added {len(added)} {'unseen' if unseen else 'seen'} label(s): {', '.join(added[:10])}"
                + (" ..." if len(added) > 10 else ""))

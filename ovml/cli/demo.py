@@ -15,6 +15,6 @@ from .common import user_errors
 @user_errors
 def demo(out, seed, quick) -> None:
     """Offline demo on the planted synthetic world: extract-free train + ZSL/GZSL evaluation."""
-    from ..pipelines.demo import run_demo
+    from ..experiments.demo import run_demo
     for line in run_demo(out, seed, quick, echo=click.echo):
         click.echo(line)

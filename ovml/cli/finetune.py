@@ -43,7 +43,7 @@ def finetune(dataset, root, model, out, epochs, lr, weight_decay, batch_size, lo
     command resumes. `ovml extract --model OUT` then builds the fine-tuned cache.
     """
     from ..config import FinetuneConfig
-    from ..pipelines.finetune import finetune as run_finetune
+    from ..train.finetune import finetune as run_finetune
     root = root or os.path.join(os.environ.get("OVML_DATA", "data"), dataset)
     config = FinetuneConfig(dataset=dataset, root=root, out=out, model=model, epochs=epochs, lr=lr,
                             weight_decay=weight_decay, batch_size=batch_size, logit_scale=logit_scale, split=split,

@@ -27,7 +27,7 @@ def predict(images, labels, labels_file, head, model, top_k, alpha, prompts, exp
             download_root) -> None:
     """Top-K labels of new images for any label list (open vocabulary)."""
     import json
-    from ..pipelines.predict import Predictor, expand_images, read_label_names
+    from ..predict.predictor import Predictor, expand_images, read_label_names
     names = read_label_names(labels, labels_file)
     predictor = Predictor(model, head, resolve_device(gpu, device), download_root, prompts)
     predictions = predictor.predict(expand_images(list(images)), names, top_k, alpha, explain=explain_dir)

@@ -28,8 +28,8 @@ def reproduce(table, cache, finetuned_cache, epochs, settings, gpu, device, out)
     Rerunning the same command keeps the finished rows and resumes the rest.
     """
     from ..config import ReproduceConfig
-    from ..pipelines.locate import cache_stem, only_cache
-    from ..pipelines.reproduce import reproduce as run_reproduce
+    from ..locate import cache_stem, only_cache
+    from ..experiments.reproduce import reproduce as run_reproduce
     cache = cache or only_cache()
     out = out or os.path.join("runs", f"table{table}-{cache_stem(cache)}")
     config = ReproduceConfig(table=table, cache=cache, out=out, finetuned_cache=finetuned_cache, epochs=epochs,

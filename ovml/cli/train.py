@@ -83,8 +83,8 @@ def train_head(cache, out, head_name, epochs, batch_size, lr, lr_range_steps, we
     data (--lr auto, --logit-scale auto, --q-init dense); --paper gives the paper's settings.
     """
     from ..config import PAPER_SETTINGS, TrainConfig
-    from ..pipelines.locate import cache_stem, only_cache
-    from ..pipelines.train import train_head as run_training
+    from ..locate import cache_stem, only_cache
+    from ..train.trainer import train_head as run_training
     settings = {"lr": lr, "logit_scale": logit_scale, "q_init": q_init, "attention_scales": attention_scales,
                 "attention_top_k": attention_top_k, "frozen": frozen, "attention_heads": attention_heads}
     if paper:

@@ -1,6 +1,6 @@
 """`ovml serve`: a local page to tag your own images with any labels, over a trained head.
 
-A face over `pipelines/predict.py`, like the CLI: the page (static/) calls `POST /api/predict`,
+A face over `predict/predictor.py`, like the CLI: the page (static/) calls `POST /api/predict`,
 which calls the same `Predictor.predict` as `ovml predict`.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from ..config import ServeConfig
 
 def serve(config: ServeConfig, echo: Callable[[str], None] = print) -> None:
     """Load the head and its CLIP once, then serve the page until interrupted (Ctrl-C)."""
-    from ..pipelines.predict import Predictor
+    from ..predict.predictor import Predictor
     from .app import make_server
     tagger = Predictor(config.model, config.head, config.device, config.download_root, config.prompts)
     server = make_server(tagger, config.host, config.port, log=echo)

@@ -82,7 +82,7 @@ def png_data_url(array) -> str:
 
 def attention_json(prediction, resolution: int) -> dict:
     """The image as CLIP saw it (a square PNG) and each predicted label's map, row-major (H, W)."""
-    from ..pipelines.explain import center_square
+    from ..predict.explain import center_square
     maps = prediction.attention                                              # (k, H, W)
     return {"view": png_data_url(center_square(prediction.picture, resolution)), "grid": list(maps.shape[1:]),
             "maps": [[round(float(v), 5) for v in label_map.ravel()] for label_map in maps]}

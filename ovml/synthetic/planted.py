@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .cache.pooling import resnet_pool_global
-from .cache.schema import UNSEEN_ON_TRAINING
-from .cache.writer import CachePlan, LabelTable, UnitRows, create_cache, mark_complete, write_unit
-from .progress import progress as progress_bar
-from .synthetic_vit import planted_vit_pool, vit_rows
+from ..cache.pooling import resnet_pool_global
+from ..cache.schema import UNSEEN_ON_TRAINING
+from ..cache.writer import CachePlan, LabelTable, UnitRows, create_cache, mark_complete, write_unit
+from ..progress import progress as progress_bar
+from .vit import planted_vit_pool, vit_rows
 
 
 @dataclass(frozen=True)

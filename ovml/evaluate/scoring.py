@@ -11,39 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..cache.reader import CacheReader
-from ..errors import UsageError
 from ..heads.baselines import dense_clip_scores
-from ..heads.registry import build_head
-from .runs import HEAD_FILE, RunFolder, load_tensors
 
 TEXT_BLOCK = 512  # label columns per head forward, bounding (N, block, D) feature memory
-
-
-@dataclass
-class TrainedHead:
-    """A head loaded from a run folder, with what its config.json says."""
-
-    run: str
-    name: str
-    module: torch.nn.Module
-    config: dict
-
-
-def load_trained_head(run_dir: str, pool: dict[str, torch.Tensor], num_heads: int,
-                      device: torch.device) -> TrainedHead:
-    """Rebuild the head the run describes and load `head.pt` (tensors only)."""
-    folder = RunFolder(run_dir)
-    config = folder.read_config()
-    head = config["head"]
-    module = build_head(head["name"], pool, num_heads, **head.get("options", {}))
-    state = load_tensors(folder.file(HEAD_FILE))
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as err:
-        raise UsageError(f"{folder.file(HEAD_FILE)}: does not fit this cache's dimensions "
-                         f"({str(err).splitlines()[0]})") from err
-    return TrainedHead(run_dir, head["name"], module.to(device).eval(), config)
 
 
 @dataclass
@@ -85,12 +55,6 @@ def clip_ml_scores(global_embedding: torch.Tensor, text: torch.Tensor) -> np.nda
     return (normalise(global_embedding) @ text.T).float().cpu().numpy()
 
 
-def batch_tensors(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    spatial = torch.from_numpy(batch["spatial"]).to(device).float()           # (B, HW, C)
-    global_embedding = torch.from_numpy(batch["global"]).to(device).float()   # (B, D)
-    return spatial, global_embedding
-
-
 @torch.no_grad()
 def baseline_scores(name: str, spatial: torch.Tensor, global_embedding: torch.Tensor, text: torch.Tensor,
                     pool: dict, dense_top_k: int) -> np.ndarray:
@@ -99,12 +63,3 @@ def baseline_scores(name: str, spatial: torch.Tensor, global_embedding: torch.Te
     if name == "dense":
         return dense_clip_scores(spatial, pool, text, top_k=dense_top_k).float().cpu().numpy()
     raise ValueError(f"unknown baseline {name!r} (known: clip-ml, dense)")
-
-
-def pool_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    """CLIP's pool weights (`pool/*` names) as float32 tensors on `device`."""
-    return {key: torch.from_numpy(value).float().to(device) for key, value in arrays.items()}
-
-
-def cache_pool(reader: CacheReader, device: torch.device) -> dict[str, torch.Tensor]:
-    return pool_tensors(reader.pool, device)

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+import torch
 
-from ..cache.reader import CacheReader
 from ..progress import progress as progress_bar
+from .reader import CacheReader
 
 FIELDS = ("spatial", "global", "labels")
 # batch key -> reader field. A batch's "spatial" is what a head reads as its tokens: X' for a
@@ -134,3 +135,18 @@ class BatchStream:
         for start in range(0, full, self.batch_size):
             yield {field: values[start:start + self.batch_size] for field, values in joined.items()}
         return [{field: values[full:] for field, values in joined.items()}] if full < total else []
+
+
+def batch_tensors(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    spatial = torch.from_numpy(batch["spatial"]).to(device).float()           # (B, HW, C)
+    global_embedding = torch.from_numpy(batch["global"]).to(device).float()   # (B, D)
+    return spatial, global_embedding
+
+
+def pool_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """CLIP's pool weights (`pool/*` names) as float32 tensors on `device`."""
+    return {key: torch.from_numpy(value).float().to(device) for key, value in arrays.items()}
+
+
+def cache_pool(reader: CacheReader, device: torch.device) -> dict[str, torch.Tensor]:
+    return pool_tensors(reader.pool, device)

@@ -18,12 +18,12 @@ import torch
 from ..cache.reader import CacheReader
 from ..config import EvalConfig
 from ..errors import UsageError
-from ..metrics_stream import Recipe, StreamingMetrics
+from ..metrics.stream import Recipe, StreamingMetrics
 from ..precision import mixed_precision
 from ..progress import progress
-from .batches import BatchStream, RowSelection
-from .scoring import (HeadParts, TrainedHead, baseline_scores, batch_tensors, cache_pool, head_parts,
-                      load_trained_head)
+from ..cache.batches import BatchStream, RowSelection, batch_tensors, cache_pool
+from ..train.saved_head import TrainedHead, load_trained_head
+from .scoring import HeadParts, baseline_scores, head_parts
 
 AUTO_GRID = tuple(round(float(a), 2) for a in np.linspace(0, 1, 21))  # Python floats: float32 scores
 PROTOCOL = "lesa"

@@ -30,3 +30,18 @@ PAPER_TABLES: dict[int, dict[str, dict[tuple[str, str], dict[str, float]]]] = {
 def paper_figures(table: int, dataset: str | None, method: str, task: str) -> dict[str, float] | None:
     """The paper's figures for one row of one table on one dataset, or None where it gives none."""
     return PAPER_TABLES.get(table, {}).get(dataset or "", {}).get((method, task))
+
+
+# The rows `eval`'s report.md sets beside its own: (table, method) per task, as labelled there.
+REPORT_ROWS = {"ZSL": [(1, "CLIP-ML", "CLIP-ML (paper)"),
+                       (3, "Attention without L_con", "OVML without contrastive (paper)"),
+                       (1, "OVML", "OVML (paper)")],
+               "GZSL": [(1, "OVML", "OVML (paper)")]}
+TASK_OF_SPLIT = {"unseen": "ZSL", "all": "GZSL"}
+
+
+def report_rows(dataset: str | None, split: str) -> list[tuple[str, dict[str, float]]]:
+    """The paper's published rows for an evaluation of `split` on `dataset`, labelled for report.md."""
+    task = TASK_OF_SPLIT.get(split)
+    rows = [(label, paper_figures(table, dataset, method, task)) for table, method, label in REPORT_ROWS.get(task, [])]
+    return [(label, figures) for label, figures in rows if figures is not None]

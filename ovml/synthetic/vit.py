@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .cache.pooling import vit_pool_global
+from ..cache.pooling import vit_pool_global
 
 if TYPE_CHECKING:
-    from .synthetic import PlantedWorld
+    from .planted import PlantedWorld
 
 MLP_STD = 0.02  # std of the MLP's random weights
 

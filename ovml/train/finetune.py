@@ -38,7 +38,7 @@ from ..extract.text import embed_labels, load_prompts
 from ..heads.losses import ranking_loss
 from ..precision import scaled_step
 from ..progress import progress
-from .runs import load_tensors, save_tensors, schedule_state
+from .run_folder import load_tensors, save_tensors, schedule_state
 
 LABEL_BLOCK = 4096  # label rows read at a time when looking for trainable images
 RESUMABLE_CHANGES = {"epochs", "device", "workers", "threads", "progress", "download_root", "out"}

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 MAX_BLOCK_COLUMNS = 1 << 15  # a uint16 code holds column * 2 + positive
 FLUSH_ENTRIES = 1 << 23      # pending annotated entries (all blocks) before they are written

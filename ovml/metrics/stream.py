@@ -1,10 +1,10 @@
-"""LESA's metrics (ovml.metrics) of score matrices that arrive a batch of rows at a time.
+"""LESA's metrics (ovml.metrics.protocol) of score matrices that arrive a batch of rows at a time.
 
 An Open Images GZSL score matrix (125,436 x 7,586, 3.8 GB as float32) is never held whole:
 each batch's top-K counts are taken at once (rows are independent), the annotated entries are
-spilled column-blocked to a temporary folder (ovml.score_spill), and per-label AP is computed
+spilled column-blocked to a temporary folder (ovml.metrics.spill), and per-label AP is computed
 one column block at a time. Memory is bounded by a batch and a block, whatever images x labels.
-The results are equal, bit for bit, to `ovml.metrics.evaluate` on the whole float32 matrix:
+The results are equal, bit for bit, to `ovml.metrics.protocol.evaluate` on the whole float32 matrix:
 the same top-K counts, and the AP arithmetic of `average_precision_per_label` in the same order.
 
 Several table rows can share stored matrices: a row is a `Recipe`, the names of the matrices
@@ -20,9 +20,9 @@ from typing import Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 
-from . import metrics as protocol
-from .metrics import AnnotatedEntries, checked, effective_ks, results_in_percent, top_k_counts
-from .score_spill import MAX_BLOCK_COLUMNS, AnnotatedSpill
+from . import protocol
+from .protocol import AnnotatedEntries, checked, effective_ks, results_in_percent, top_k_counts
+from .spill import MAX_BLOCK_COLUMNS, AnnotatedSpill
 
 BLOCK_BYTES = 1 << 29  # working memory of one column block in the AP pass (metrics.WORKERS blocks at a time)
 
@@ -45,7 +45,7 @@ class Recipe:
 
 @dataclass
 class RowResult:
-    """One row's metrics (as `ovml.metrics.evaluate` returns them), per-label AP and a PR sample."""
+    """One row's metrics (as `ovml.metrics.protocol.evaluate` returns them), per-label AP and a PR sample."""
 
     metrics: dict
     per_label_ap: np.ndarray                   # (L,) float64

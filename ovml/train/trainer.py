@@ -27,13 +27,12 @@ from ..heads.base import cosine_scores
 from ..heads.losses import (LogitScale, ProjectionHead, hinge_ranking_loss, ranking_loss, sample_label_columns,
                             supervised_contrastive_loss)
 from ..heads.registry import build_head, default_contrastive_weight
-from ..metrics_stream import streaming_mean_average_precision
+from ..metrics.stream import streaming_mean_average_precision
 from ..precision import mixed_precision, scaled_step
 from ..progress import notice, progress
-from .batches import BatchStream, carve_validation, trainable_rows
+from ..cache.batches import BatchStream, batch_tensors, cache_pool, carve_validation, trainable_rows
 from .lr_range import RangeTest, run_range_test, write_range_test
-from .runs import CHECKPOINT_FILE, HEAD_FILE, LOG_FILE, RunFolder, load_tensors, save_tensors, schedule_state
-from .scoring import batch_tensors, cache_pool
+from .run_folder import CHECKPOINT_FILE, HEAD_FILE, LOG_FILE, RunFolder, load_tensors, save_tensors, schedule_state
 
 
 LOGIT_SPREAD = 2.0  # std of the untrained head's logits over an image's labels, under `--logit-scale auto`

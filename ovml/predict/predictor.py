@@ -20,8 +20,10 @@ from ..errors import UsageError
 from ..extract.backbone import Backbone, load_backbone, resolve_weights
 from ..extract.images import open_rgb, read_image_file, to_rgb
 from ..extract.text import embed_labels, load_prompts
-from .runs import RunFolder
-from .scoring import TrainedHead, clip_ml_scores, head_parts, load_trained_head, pool_tensors
+from ..train.run_folder import RunFolder
+from ..cache.batches import pool_tensors
+from ..evaluate.scoring import clip_ml_scores, head_parts
+from ..train.saved_head import TrainedHead, load_trained_head
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TEXT_CACHE = 16  # label lists whose text embeddings are kept (a page re-scoring one image reuses them)

@@ -16,8 +16,8 @@ from ..cache import store as backends
 from ..cache.reader import CacheReader
 from ..cache.schema import CacheError
 from ..errors import UsageError
-from ..extract.backbone import load_backbone, resolve_weights
-from ..extract.text import embed_labels
+from .backbone import load_backbone, resolve_weights
+from .text import embed_labels
 
 JOURNAL = "adding_labels"
 WRITE_ENTRIES = 1 << 24  # label entries per write of new columns (16 MB of int8)

@@ -16,7 +16,7 @@ negative) and 0 (not annotated); `scores` and `labels` are (images, labels) matr
 
 Everything is vectorised over blocks (columns for AP, rows for top-K), run on WORKERS threads
 (numpy releases the GIL while sorting). These functions take whole matrices; for matrices that
-should never be whole (Open Images GZSL: 125,436 x 7,586), `ovml.metrics_stream` computes the
+should never be whole (Open Images GZSL: 125,436 x 7,586), `ovml.metrics.stream` computes the
 same values from row batches, with `top_k_counts` per batch and `AnnotatedEntries` per column
 block.
 """

@@ -6,7 +6,7 @@ import glob
 import json
 import os
 
-from ..errors import UsageError
+from .errors import UsageError
 
 
 def only_cache(folder: str = "cache") -> str:

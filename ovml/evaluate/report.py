@@ -7,16 +7,9 @@ import os
 import numpy as np
 
 from ..config import EvalConfig
-from .evaluate import Evaluation, ScoredRow, evaluate_cache
+from .evaluation import Evaluation, ScoredRow, evaluate_cache
+from .paper import report_rows
 
-# The paper's published figures (Dao et al., Table I and the ablation), CLIP RN50.
-PAPER = {
-    ("nuswide", "unseen"): [("CLIP-ML (paper)", {"F1@3": 35.7, "F1@5": 34.1, "mAP": 36.4}),
-                            ("OVML without contrastive (paper)", {"F1@3": 36.9, "F1@5": 34.8, "mAP": 36.3}),
-                            ("OVML (paper)", {"F1@3": 40.1, "F1@5": 37.5, "mAP": 42.6})],
-    ("nuswide", "all"): [("OVML (paper)", {"F1@3": 18.3, "F1@5": 22.0, "mAP": 14.3})],
-    ("openimages", "unseen"): [("OVML (paper)", {"F1@10": 16.9, "F1@20": 10.6, "mAP": 68.4})],
-}
 SETTING = {"unseen": "ZSL (unseen labels)", "all": "GZSL (all labels)", "seen": "seen labels"}
 
 
@@ -35,7 +28,7 @@ def table(summary: dict) -> list[str]:
         alpha = "" if row["alpha"] is None else f"{row['alpha']:g}"
         name = row["method"] + (f" ({os.path.basename(row['run'].rstrip('/'))})" if row.get("run") else "")
         lines.append(f"| {name} | {alpha} | " + " | ".join(f"{row[c]:.1f}" for c in columns) + " |")
-    for name, figures in PAPER.get((summary.get("dataset"), summary["split"]), []):
+    for name, figures in report_rows(summary.get("dataset"), summary["split"]):
         lines.append(f"| {name} | | " + " | ".join(f"{figures[c]:.1f}" if c in figures else "" for c in columns) + " |")
     return lines
 
@@ -46,7 +39,7 @@ def markdown(summary: dict, plots: list[str]) -> str:
              f"{summary['images']} images x {summary['labels']} labels. Protocol: {summary['protocol']} "
              "(per-label AP with unannotated entries masked, labels without positives count 0; micro "
              "P/R/F1 over every image's top-K). Values in percent.", ""] + table(summary)
-    if PAPER.get((summary.get("dataset"), summary["split"])):
+    if report_rows(summary.get("dataset"), summary["split"]):
         lines += ["", "Rows marked (paper) are the published figures of Dao et al., for comparison."]
     if summary["notes"]:
         lines += ["", "Alpha choice:"] + [f"- {note}" for note in summary["notes"]]

@@ -19,10 +19,10 @@ import numpy as np
 from ..cache import store as backends
 from ..cache.reader import CacheReader
 from ..config import PAPER_SETTINGS, EvalConfig, TrainConfig
-from ..synthetic import WORLDS, PlantedWorld, write_planted_world
-from .evaluate import Evaluation, evaluate_cache
-from .report import table, write_report
-from .train import train_head
+from ..synthetic.planted import WORLDS, PlantedWorld, write_planted_world
+from ..evaluate.evaluation import Evaluation, evaluate_cache
+from ..evaluate.report import table, write_report
+from ..train.trainer import train_head
 
 SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0)
 RUNS = {"ovml": {}, "ovml-paper": PAPER_SETTINGS}   # the defaults, and the paper's head and settings

@@ -26,9 +26,9 @@ from typing import Callable
 from ..cache.reader import CacheReader
 from ..config import PAPER_SETTINGS, EvalConfig, ReproduceConfig, TrainConfig
 from ..errors import UsageError
-from .evaluate import default_ks, evaluate_cache
-from .paper import paper_figures
-from .train import train_head
+from ..evaluate.evaluation import default_ks, evaluate_cache
+from ..evaluate.paper import paper_figures
+from ..train.trainer import train_head
 
 TASKS = {"ZSL": "unseen", "GZSL": "all"}
 

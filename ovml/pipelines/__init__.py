@@ -1,1 +1,0 @@
-"""Orchestration over the cache and the heads: train, evaluate, predict, add labels, demo."""
