@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from ovml.config import PAPER_SETTINGS, EvalConfig, TrainConfig  # noqa: E402
 from ovml.metrics.protocol import evaluate  # noqa: E402
-from ovml.evaluate.evaluation import evaluate_cache, evaluated_labels  # noqa: E402
+from ovml.evaluation.evaluate import evaluate_cache, evaluated_labels  # noqa: E402
 from ovml.train.trainer import train_head  # noqa: E402
 from ovml.synthetic.planted import PlantedWorld, write_planted_world  # noqa: E402
 

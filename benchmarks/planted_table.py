@@ -20,7 +20,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from ovml.config import PAPER_SETTINGS, EvalConfig, TrainConfig  # noqa: E402
-from ovml.evaluate.evaluation import evaluate_cache  # noqa: E402
+from ovml.evaluation.evaluate import evaluate_cache  # noqa: E402
 from ovml.train.trainer import train_head  # noqa: E402
 from ovml.synthetic.planted import WORLDS, write_planted_world  # noqa: E402
 

@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from ovml.config import EvalConfig, TrainConfig  # noqa: E402
-from ovml.evaluate.evaluation import evaluate_cache  # noqa: E402
+from ovml.evaluation.evaluate import evaluate_cache  # noqa: E402
 from ovml.train.trainer import train_head  # noqa: E402
 from ovml.synthetic.planted import PlantedWorld, write_planted_world  # noqa: E402
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .cache.reader import CacheReader
-    from .evaluate.evaluation import Evaluation
+    from .evaluation.evaluate import Evaluation
     from .predict.predictor import Predictor
     from .train.trainer import TrainResult
 
@@ -114,5 +114,5 @@ def evaluate(config: EvalConfig) -> "Evaluation":
     """Score a cache's test split with LESA's protocol (as `ovml eval`). `.summary` is
     metrics.json's content (`.summary["rows"]`: one dict per method and alpha, in percent);
     `.rows` keep the scores. With `config.out`, the report and plots are written there too."""
-    from .evaluate.report import evaluate_and_report
+    from .evaluation.report import evaluate_and_report
     return evaluate_and_report(config)[0]

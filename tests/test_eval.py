@@ -87,7 +87,7 @@ def test_default_cache_and_newest_head(planted_world, trained_run, tmp_path, mon
 
 
 def test_k_defaults_follow_the_vocabulary_size():
-    from ovml.evaluate.evaluation import default_ks
+    from ovml.evaluation.evaluate import default_ks
     assert default_ks(1006) == (3, 5) and default_ks(7586) == (10, 20)
 
 
@@ -109,7 +109,7 @@ def test_labels_without_positives_count_as_zero(small_world, tmp_path):
 def test_every_alpha_from_one_forward_equals_interpolation():
     """eval's per-alpha algebra (HeadParts) equals scoring METHOD.md's interpolated features."""
     from ovml.heads.base import interpolate
-    from ovml.evaluate.scoring import HeadParts, normalise
+    from ovml.evaluation.scoring import HeadParts, normalise
     generator = torch.Generator().manual_seed(0)
     features, global_embedding = torch.randn(6, 4, 8, generator=generator), torch.randn(6, 8, generator=generator)
     text = normalise(torch.randn(4, 8, generator=generator))

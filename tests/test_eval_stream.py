@@ -17,10 +17,10 @@ from ovml.cli import main
 from ovml.config import EvalConfig, TrainConfig
 from ovml.metrics.protocol import average_precision_per_label, evaluate, mean_average_precision
 from ovml.metrics.stream import Recipe, StreamingMetrics, streaming_mean_average_precision
-from ovml.evaluate import evaluation
+from ovml.evaluation import evaluate as evaluation
 from ovml.cache.batches import BatchStream, RowSelection
 from ovml.cache.batches import batch_tensors, cache_pool
-from ovml.evaluate.scoring import HeadParts, baseline_scores, head_parts
+from ovml.evaluation.scoring import HeadParts, baseline_scores, head_parts
 from ovml.train.trainer import train_head
 from ovml.metrics.spill import AnnotatedSpill
 from tests.test_metrics import random_case

@@ -18,7 +18,7 @@ from ovml.heads.lesa import LESAHead, attention_distribution, attention_global, 
 from ovml.heads.registry import build_head, default_contrastive_weight, head_from_options
 from ovml.heads.zssdl import ZSSDLHead, principal_variance, sdl_loss, semantic_diversity_weight
 from ovml.metrics.protocol import evaluate
-from ovml.evaluate.evaluation import evaluate_cache, evaluated_labels
+from ovml.evaluation.evaluate import evaluate_cache, evaluated_labels
 from ovml.train.trainer import train_head
 from ovml.synthetic.planted import PlantedWorld, write_planted_world
 from tests.test_heads import HEADS_N, HW, D, L, N, random_pool

@@ -45,7 +45,7 @@ def eval_command(cache, heads, split, alpha, ks, baselines, dense_top_k, out, as
     import json
     from ..config import EvalConfig
     from ..locate import cache_stem, newest_run_for, only_cache
-    from ..evaluate.report import evaluate_and_report, table
+    from ..evaluation.report import evaluate_and_report, table
     cache = cache or only_cache()
     out = out or os.path.join("runs", f"eval-{cache_stem(cache)}-{split}")
     alphas, auto = parse_alphas(alpha)

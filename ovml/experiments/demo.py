@@ -20,8 +20,8 @@ from ..cache import store as backends
 from ..cache.reader import CacheReader
 from ..config import PAPER_SETTINGS, EvalConfig, TrainConfig
 from ..synthetic.planted import WORLDS, PlantedWorld, write_planted_world
-from ..evaluate.evaluation import Evaluation, evaluate_cache
-from ..evaluate.report import table, write_report
+from ..evaluation.evaluate import Evaluation, evaluate_cache
+from ..evaluation.report import table, write_report
 from ..train.trainer import train_head
 
 SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0)

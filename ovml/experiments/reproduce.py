@@ -26,8 +26,8 @@ from typing import Callable
 from ..cache.reader import CacheReader
 from ..config import PAPER_SETTINGS, EvalConfig, ReproduceConfig, TrainConfig
 from ..errors import UsageError
-from ..evaluate.evaluation import default_ks, evaluate_cache
-from ..evaluate.paper import paper_figures
+from ..evaluation.evaluate import default_ks, evaluate_cache
+from ..evaluation.paper import paper_figures
 from ..train.trainer import train_head
 
 TASKS = {"ZSL": "unseen", "GZSL": "all"}

@@ -22,7 +22,7 @@ from ..extract.images import open_rgb, read_image_file, to_rgb
 from ..extract.text import embed_labels, load_prompts
 from ..train.run_folder import RunFolder
 from ..cache.batches import pool_tensors
-from ..evaluate.scoring import clip_ml_scores, head_parts
+from ..evaluation.scoring import clip_ml_scores, head_parts
 from ..train.saved_head import TrainedHead, load_trained_head
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")

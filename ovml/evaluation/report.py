@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from ..config import EvalConfig
-from .evaluation import Evaluation, ScoredRow, evaluate_cache
+from .evaluate import Evaluation, ScoredRow, evaluate_cache
 from .paper import report_rows
 
 SETTING = {"unseen": "ZSL (unseen labels)", "all": "GZSL (all labels)", "seen": "seen labels"}
