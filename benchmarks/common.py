@@ -1,14 +1,23 @@
-"""Shared helpers for the benchmarks: random-weight CLIP files and generated image folders."""
+"""Shared helpers for the benchmarks: random-weight CLIP files, generated image folders, timing,
+and the command that reruns a benchmark module in a fresh process.
+
+Every benchmark is a module run from the repository root, `python -m benchmarks.speed.b1_extract`
+or `python -m benchmarks.experiments.e1_planted_table`; benchmarks/README.md lists them all.
+"""
 from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
-import warnings
 
 import numpy as np
 import torch
 from PIL import Image
+
+from ovml.extract.backbone import import_clip
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # openai/CLIP's RN50: embed 1024, 224 px, layers (3, 4, 6, 3), width 64; text 512 wide, 8 heads, 12 layers.
 RN50 = dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3), vision_width=64,
@@ -35,9 +44,7 @@ def random_clip_file(folder: str, shape: str, seed: int = 0, embed_dim: int | No
     path = os.path.join(folder, f"random_{shape}{f'_d{embed_dim}' if embed_dim else ''}.pt")
     if os.path.exists(path):
         return path
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import clip.model
+    clip = import_clip()     # clip-anytorch through ovml's pkg_resources shim
     torch.manual_seed(seed)
     model = clip.model.CLIP(**settings)
     clip.model.convert_weights(model)
@@ -145,3 +152,9 @@ def median_seconds(run, repeats: int) -> float:
         run()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def module_command(module: str, *arguments: str) -> list[str]:
+    """`python -m module arguments...`: how a benchmark reruns itself (`__spec__.name`) in a fresh
+    process; run it with `cwd=REPOSITORY` so that `benchmarks` is importable there."""
+    return [sys.executable, "-m", module, *arguments]

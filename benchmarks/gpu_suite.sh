@@ -3,7 +3,7 @@
 #   B1  extraction at its ceilings: random-weight RN50 in fp16, photo-like JPEGs of real sizes,
 #       one decode worker per core, for --decode exact, draft and gpu
 #   B2  streaming training from the cache    B3  what the cache buys    B6  head step at paper shapes
-#   an RN50-shaped planted world trained and evaluated in float32, --amp bf16 and --amp fp16
+#   E5  an RN50-shaped planted world trained and evaluated in float32, --amp bf16 and --amp fp16
 # and writes every figure into one JSON file (default gpu_suite.json).
 #
 #   benchmarks/gpu_suite.sh [--out FILE]           # on cuda:0
@@ -59,14 +59,14 @@ step() {  # step NAME LIMIT COMMAND...: run one benchmark, keep its log, note ho
 
 index=0
 for mode in exact draft gpu; do   # the first writes the photos and the model, the others reuse them
-    step "B1_$mode" "${LIMITS[$index]}" "$PYTHON" benchmarks/bench_extract.py "${DEVICE[@]}" "${B1[@]}" \
+    step "B1_$mode" "${LIMITS[$index]}" "$PYTHON" -m benchmarks.speed.b1_extract "${DEVICE[@]}" "${B1[@]}" \
         --decode "$mode" --data "$WORK/b1data" --json "$WORK/B1_$mode.json"
     index=$((index + 1))
 done
-step B2 "${LIMITS[3]}" "$PYTHON" benchmarks/bench_stream.py "${DEVICE[@]}" "${B2[@]}" --json "$WORK/B2.json"
-step B3 "${LIMITS[4]}" "$PYTHON" benchmarks/bench_backbone_loop.py "${DEVICE[@]}" "${B3[@]}" --json "$WORK/B3.json"
-step B6 "${LIMITS[5]}" "$PYTHON" benchmarks/bench_head.py "${DEVICE[@]}" "${B6[@]}" --json "$WORK/B6.json"
-step planted_amp "${LIMITS[6]}" "$PYTHON" benchmarks/bench_planted_amp.py "${DEVICE[@]}" "${AMP[@]}" \
+step B2 "${LIMITS[3]}" "$PYTHON" -m benchmarks.speed.b2_stream "${DEVICE[@]}" "${B2[@]}" --json "$WORK/B2.json"
+step B3 "${LIMITS[4]}" "$PYTHON" -m benchmarks.speed.b3_backbone_loop "${DEVICE[@]}" "${B3[@]}" --json "$WORK/B3.json"
+step B6 "${LIMITS[5]}" "$PYTHON" -m benchmarks.speed.b6_head "${DEVICE[@]}" "${B6[@]}" --json "$WORK/B6.json"
+step planted_amp "${LIMITS[6]}" "$PYTHON" -m benchmarks.experiments.e5_planted_amp "${DEVICE[@]}" "${AMP[@]}" \
     --json "$WORK/planted_amp.json"
 
 "$PYTHON" - "$WORK" "$OUT" "$SMOKE" <<'EOF'

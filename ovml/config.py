@@ -58,7 +58,7 @@ class TrainConfig:
                                          # started where the untrained head's logits spread by 2 (paper: 100)
     rank_loss: str = "softplus"          # softplus (OVML, Fast0Tag) or hinge (LESA/BiAM); heads with
                                          # their own loss (zssdl, biam, lesa) use theirs
-    # The OVML head's settings below: None takes the backbone's default (pipelines/train.py
+    # The OVML head's settings below: None takes the backbone's default (train/trainer.py
     # BACKBONE_DEFAULTS); a ViT cache refuses values its head has no form for.
     q_init: str | None = None            # F_q's start: dense (attention starts as dense CLIP's similarity;
                                          # ResNet default), random (the paper's; ViT default) or pinv (ResNet)
@@ -70,7 +70,7 @@ class TrainConfig:
                                          # joint space unseen labels are read in; ViT: none)
     attention_heads: int | str | None = None  # attention heads (ResNet: 1); "pool": CLIP's own count (the
                                          # paper's; the ViT head's only)
-    vit_output: str | None = None        # ViT caches: the head's reading, residual or direct (METHOD.md);
+    vit_output: str | None = None        # ViT caches: the head's reading, residual or direct (docs/method.md);
                                          # None: heads/attention_vit.py DEFAULT_OUTPUT. ResNet caches: None
     negatives: int | None = None         # sample this many negative labels per batch (None: all)
     val_fraction: float = 0.05           # training rows held out for per-epoch seen-label mAP

@@ -1,4 +1,4 @@
-"""Defaults the design card's short commands rely on: the only cache under cache/, the newest
+"""Defaults the short commands rely on (docs/architecture.md): the only cache under cache/, the newest
 run under runs/ trained on a given cache."""
 from __future__ import annotations
 

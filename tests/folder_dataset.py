@@ -15,7 +15,7 @@ def write_image(path: str, rng: np.random.Generator, size: int = 80, mode: str =
 
 
 def write_folder_dataset(root: str, images: int = 24, broken: bool = False, seed: int = 0) -> dict:
-    """Write a dataset; with `broken`, add the R2 cases. Returns {path: reason} of the broken ones."""
+    """Write a dataset; with `broken`, add the R2 cases (docs/benchmarks.md). Returns {path: reason} of the broken ones."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(root, "img"), exist_ok=True)
     with open(os.path.join(root, "classes.csv"), "w") as handle:

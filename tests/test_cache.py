@@ -1,4 +1,4 @@
-"""R4: a reader refuses unknown schemas, incomplete caches and disagreeing shapes, naming the array."""
+"""R4 (docs/benchmarks.md): a reader refuses unknown schemas, incomplete caches and disagreeing shapes, naming the array."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The `nuswide` adapter on a miniature NUS-WIDE with the release's quirks (PROTOCOL.md B.1)."""
+"""The `nuswide` adapter on a miniature NUS-WIDE with the release's quirks (docs/protocol.md, NUS-WIDE)."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,5 @@
 """The `openimages` adapter on a miniature Open Images v4 (2018_04) with the release's quirks
-(PROTOCOL.md B.2), its streaming CSV reader, and the refusal of a malicious pickle."""
+(docs/protocol.md, Open Images v4), its streaming CSV reader, and the refusal of a malicious pickle."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
-"""Scale and faults: Dask extraction (R6), full or read-only destinations (R7), fsspec URLs."""
+"""Scale and faults (docs/benchmarks.md): Dask extraction (R6), full or read-only destinations (R7),
+fsspec URLs."""
 from __future__ import annotations
 
 import os

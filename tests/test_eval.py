@@ -92,7 +92,7 @@ def test_k_defaults_follow_the_vocabulary_size():
 
 
 def test_labels_without_positives_count_as_zero(small_world, tmp_path):
-    """R8: a label with no positive test image enters the mAP as 0, without NaN."""
+    """R8 (docs/benchmarks.md): a label with no positive test image enters the mAP as 0, without NaN."""
     import zarr
     copy = str(tmp_path / "w.zarr")
     shutil.copytree(small_world, copy)
@@ -107,7 +107,7 @@ def test_labels_without_positives_count_as_zero(small_world, tmp_path):
 
 
 def test_every_alpha_from_one_forward_equals_interpolation():
-    """eval's per-alpha algebra (HeadParts) equals scoring METHOD.md's interpolated features."""
+    """eval's per-alpha algebra (HeadParts) equals scoring docs/method.md's interpolated features."""
     from ovml.heads.base import interpolate
     from ovml.evaluation.scoring import HeadParts, normalise
     generator = torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-"""Streaming evaluation (issue 11, QUALITY.md B7): results equal to the whole-matrix computation,
+"""Streaming evaluation (B7 in docs/benchmarks.md): results equal to the whole-matrix computation,
 bit for bit, with no (images, labels) matrix held and the temporary store deleted."""
 from __future__ import annotations
 

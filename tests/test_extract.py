@@ -1,5 +1,5 @@
-"""`ovml extract` on folder datasets: contents, both backends, resume after SIGKILL (R1),
-broken images (R2), malformed label files (R3)."""
+"""`ovml extract` on folder datasets: contents, both backends, and the faults of docs/benchmarks.md:
+resume after SIGKILL (R1), broken images (R2), malformed label files (R3)."""
 from __future__ import annotations
 
 import csv

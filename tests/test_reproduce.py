@@ -1,4 +1,4 @@
-"""`ovml reproduce` on small planted caches: both files with every row, the issue's JSON layout,
+"""`ovml reproduce` on small planted caches: both files with every row, the JSON layout of docs/architecture.md,
 the paper's figures where the dataset is the paper's, and finished rows kept on a rerun."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 2 end to end on the planted world: learning, ablation, resume, checkpoints (R5)."""
+"""Stage 2 end to end on the planted world: learning, ablation, resume, checkpoints (R5 in docs/benchmarks.md)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""CLIP Vision Transformers as backbones (CACHE.md "Vision Transformer backbones"): loading by
+"""CLIP Vision Transformers as backbones (docs/cache.md, "Vision Transformer backbones"): loading by
 file (state dict, TorchScript) and by name, one forward pass for [cls; X'] and global, the
 invariant on extracted caches in both backends, resume and Dask."""
 from __future__ import annotations

@@ -125,9 +125,9 @@ def test_caches_without_kind_still_read_as_resnet(tmp_path):
 
 
 def test_the_head_beats_clip_ml_on_the_planted_vit_world(tmp_path):
-    """Issue 13, item 4: the default planted world (4000 / 1000 images) with a ViT-shaped pool,
-    `train-head --epochs 10` and otherwise defaults. Measured (benchmarks/vit_readings.py, the
-    direct reading, lr 1e-2, logit scale 20): ZSL mAP 54.2 (head) vs 43.1 (CLIP-ML); assert half."""
+    """The default planted world (4000 / 1000 images) with a ViT-shaped pool, `train-head --epochs 10`
+    and otherwise defaults. Measured (E3 in docs/benchmarks.md, the direct reading, lr 1e-2, logit
+    scale 20): ZSL mAP 54.2 (head) vs 43.1 (CLIP-ML); assert half."""
     cache = write_planted_world(str(tmp_path / "vit.zarr"), PlantedWorld(backbone_kind="vit"))
     out = str(tmp_path / "run")
     run("train-head", "--cache", cache, "--out", out, "--epochs", "10")

@@ -1,4 +1,4 @@
-"""`ovml check`: a store against schema v1 (CACHE.md) in full, every problem reported, none fatal.
+"""`ovml check`: a store against schema v1 (docs/cache.md) in full, every problem reported, none fatal.
 
 Unlike `CacheReader`, which refuses a cache at its first problem, the checker goes on and lists
 them all, one line each naming the attribute or array: root attributes, every array's presence,

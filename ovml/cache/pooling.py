@@ -1,6 +1,6 @@
 """CLIP's image-embedding tail as the cache stores it (`pool/*`), applied to cached tokens.
 
-The cache's invariant (CACHE.md) is that these reproduce `splits/<s>/global` from
+The cache's invariant (docs/cache.md) is that these reproduce `splits/<s>/global` from
 `splits/<s>/spatial` (and `cls` for a ViT): `ovml check` tests it, the planted world writes
 `global` with it. Computed in float32 by default; `dtype=torch.float64` for checking.
 """
@@ -90,7 +90,7 @@ def vit_pool_global(cls: Tensor, spatial: Tensor, pool: dict[str, Tensor], num_h
     """CLIP ViT's last residual block for the class token, then ln_post and proj: (N, W), (N, HW, W) -> (N, D).
 
     With x = [cls; spatial]: y = cls + out_proj(MHA(ln_1(cls), ln_1(x), ln_1(x))),
-    z = y + mlp(ln_2(y)), global = ln_post(z) @ proj (CACHE.md, ViT invariant).
+    z = y + mlp(ln_2(y)), global = ln_post(z) @ proj (docs/cache.md, the ViT invariant).
     """
     weights = {key: value.to(dtype) for key, value in pool.items()}
 

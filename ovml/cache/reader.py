@@ -1,8 +1,8 @@
-"""Reading a cache: validation on open (R4), label and pool tables, and row streams.
+"""Reading a cache: validation on open (fault R4, docs/benchmarks.md), label and pool tables, row streams.
 
 A reader refuses an unknown schema, an incomplete cache (unless `allow_partial`, in which case
 only rows of finished units are served) and any array whose shape disagrees with the rest,
-naming the array and the mismatch. Both backbone kinds (CACHE.md): a ResNet cache's pool is
+naming the array and the mismatch. Both backbone kinds (docs/cache.md): a ResNet cache's pool is
 CLIP's attention pool; a ViT cache's is the last residual block, and its splits hold `cls` too.
 The row field `tokens` is what a head reads: `spatial`, or for a ViT [cls; spatial].
 """

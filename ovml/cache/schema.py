@@ -1,4 +1,4 @@
-"""Schema v1 of the cache (design/CACHE.md): names, dtypes and the checks a reader must make."""
+"""Schema v1 of the cache (docs/cache.md): names, dtypes and the checks a reader must make."""
 from __future__ import annotations
 
 import math

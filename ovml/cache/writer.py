@@ -34,11 +34,11 @@ class LabelTable:
 class CachePlan:
     """Everything the coordinator needs to lay out a new cache."""
 
-    backbone: dict            # the `backbone` root attribute (CACHE.md)
+    backbone: dict            # the `backbone` root attribute (docs/cache.md)
     dataset: dict             # the `dataset` root attribute: what the adapter read
     prompts: list[str]        # prompt templates behind `labels/text`
     labels: LabelTable
-    pool: dict                # pool/* arrays (float32), CACHE.md names
+    pool: dict                # pool/* arrays (float32), named as in docs/cache.md
     num_heads: int            # attention heads of CLIP's pool
     split_rows: dict          # split name -> number of images N
     unit_rows: int = 64       # R: rows per chunk and per work unit

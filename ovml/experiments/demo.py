@@ -1,6 +1,6 @@
 """`ovml demo`: the whole of stages 2 and 3 on a planted synthetic world, offline, in minutes.
 
-It is a synthetic world (design/METHOD.md), not a benchmark. The demo's world mixes the two kinds
+It is a synthetic world (docs/method.md), not a benchmark. The demo's world mixes the two kinds
 of label real vocabularies have: objects (small, strong on a few cells), which CLIP's global
 pooling dilutes and dense CLIP finds, and scenes (weak, spread over the image), which the global
 feature finds and dense CLIP misses. It trains the head with the library's defaults (learning

@@ -11,7 +11,7 @@ as the paper's Table II re-runs every method on the same CLIP features. OVML's r
 interpolate with CLIP's global feature at `--alpha auto` (chosen on the run's validation images,
 never on test labels), the earlier methods' rows score their heads alone (alpha 0).
 
-DIR holds `table.json` (exactly the issue's layout), `table.md` (ours beside the paper's),
+DIR holds `table.json` (exactly the layout docs/architecture.md gives), `table.md` (ours beside the paper's),
 `rows/<row>.json` (each finished row with how it was made) and `runs/<head>/` (the trained heads,
 shared by a head's ZSL and GZSL rows). Finished rows are kept: a rerun resumes where it stopped,
 and an interrupted training resumes from its last epoch.
@@ -178,7 +178,7 @@ def write_json(path: str, value) -> None:
 
 
 def table_json(table: int, dataset: str | None, rows: list[dict]) -> dict:
-    """table.json: the issue's layout, nothing else in a row."""
+    """table.json in the layout docs/architecture.md gives, nothing else in a row."""
     public = [{key: value for key, value in row.items() if key != "made"} for row in rows]
     return {"table": table, "dataset": dataset, "rows": public}
 

@@ -1,4 +1,4 @@
-"""Label names to CLIP text embeddings: prompt-ensembled, L2-normalised (design/CACHE.md `labels/text`)."""
+"""Label names to CLIP text embeddings: prompt-ensembled, L2-normalised (docs/cache.md `labels/text`)."""
 from __future__ import annotations
 
 import os

@@ -1,7 +1,7 @@
 """The frozen CLIP Vision Transformer (ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px).
 
 A ViT has no attention pool: its image embedding is the class token after the last residual
-block, `ln_post` and `proj`. So its "pool" is that last block (CACHE.md, "Vision Transformer
+block, `ln_post` and `proj`. So its "pool" is that last block (docs/cache.md, "Vision Transformer
 backbones") and X' is what enters it: the patch tokens, with the class token beside them. One
 forward pass gives both and the global embedding; the last block runs for the class token only,
 the one output CLIP reads.

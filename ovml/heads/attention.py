@@ -1,4 +1,4 @@
-"""The OVML Image-Text attention head (METHOD.md "OVML head").
+"""The OVML Image-Text attention head (docs/method.md, "Scorers").
 
 Each label's text embedding t_j becomes a query that attends over the image's tokens with CLIP's
 own attention-pool weights: z_i = x_i + p_i, q_j = F_q(t_j), k_i = F_k(z_i), v_i = F_v(z_i),
@@ -89,9 +89,9 @@ class OVMLHead(nn.Module):
 
     Constructor arguments are shapes and switches only (JSON-able, `self.options`), so a saved
     state_dict loads into `OVMLHead(**options)` without the pool. `include_mean_token` adds CLIP's
-    mean token (mean_i x_i + p_0) as a key/value, as CLIP's own pool does; METHOD.md's head
+    mean token (mean_i x_i + p_0) as a key/value, as CLIP's own pool does; docs/method.md's head
     attends over the HW tokens only (default False). `formulation` picks how the head is
-    computed: "literal" as METHOD.md writes it (z = x + p projected per image, F_o applied per
+    computed: "literal" as docs/method.md writes it (z = x + p projected per image, F_o applied per
     image-label pair), "fused" with two exact rewrites (F_o moved inside the attention sums,
     `fused_output`; the positional term projected once, `keys_and_values`), equal to float
     rounding; "auto" the one with fewer multiply-adds for the call's shapes (fused at RN50

@@ -1,5 +1,5 @@
-"""The OVML head read through a CLIP ViT's last residual block (METHOD.md "Vision Transformer
-backbones").
+"""The OVML head read through a CLIP ViT's last residual block (docs/method.md, "Vision
+Transformer backbones").
 
 The same substitution the paper makes in the ResNet's attention pool: each label's text becomes
 the query of the last block's attention in place of the class token's, q_j = F_q(t_j); keys and
@@ -82,7 +82,7 @@ class VitOVMLHead(nn.Module):
     def from_pool(cls, pool: dict[str, Tensor], num_heads: int, text_dim: int, q_init: str = "random",
                   vit_output: str = DEFAULT_OUTPUT, formulation: str = "auto") -> VitOVMLHead:
         """The last block's k, v and out projections, LayerNorms, MLP, ln_post and proj copied from
-        the ViT pool (CACHE.md); F_q random (nn.Linear's init, from torch's global RNG)."""
+        the ViT pool (docs/cache.md); F_q random (nn.Linear's init, from torch's global RNG)."""
         if q_init == "pinv":
             raise UsageError(PINV_REFUSAL)
         if q_init != "random":

@@ -1,4 +1,4 @@
-"""What every head shares: the scoring rule and the test-time interpolation (METHOD.md).
+"""What every head shares: the scoring rule and the test-time interpolation (docs/method.md).
 
 A head maps (spatial (N, HW, C), global (N, D), text (L, D)) to class-specific features o_ij
 (N, L, D); a score is always the cosine of a feature with its label's text embedding. Scores are

@@ -1,4 +1,4 @@
-"""Parameter-free scorers from cached features (METHOD.md): CLIP-ML and dense CLIP."""
+"""Parameter-free scorers from cached features (docs/method.md): CLIP-ML and dense CLIP."""
 from __future__ import annotations
 
 import torch

@@ -14,7 +14,7 @@ h = BN(ReLU(conv3x3(x_r))) (CONV3_3, BN after the ReLU), then enriched twice:
 - fusion, e_f = LeakyReLU_0.2(W_f [e_r; e_g]) (512 channels), and per-region class scores
   m_rj = e_f,r . (W w_j + b); a label's score is the mean of its top 6 region scores (line 166).
 - training: the margin-1 hinge ranking loss over (+1, -1) pairs divided by the violating pairs
-  (`ranking_lossT`, lines 182-200; PROTOCOL.md C.2; `losses.hinge_ranking_loss`).
+  (`ranking_lossT`, lines 182-200; docs/protocol.md; `losses.hinge_ranking_loss`).
 Settings kept: 256 channels, 8 region heads (`scripts/train_nus.sh`), feed-forward width 512,
 fusion width 512, top 6, both dropouts, BN eps 1e-3, nn.Module default inits.
 

@@ -10,7 +10,7 @@ Label j scores s_j = max_t f_t . W v_j (`_predict_frac`, lines 250-261), v_j its
 Training (NUS-WIDE zero-shot script: T = 10, lambdas 0.1, 0.001, 0.01, margin 0, `build_model_rank`):
     L = L_rank + 0.1 L_att_dist + 0.001 L_att_global + 0.01 L_att_span
 - L_rank: the margin-1 hinge over (+1, -1) pairs divided by the violating pairs (lines 221-248;
-  PROTOCOL.md C.2; `losses.hinge_ranking_loss`).
+  docs/protocol.md; `losses.hinge_ranking_loss`).
 - L_att_dist (soft cardinality, lines 188-207): P_tj = softmax_t(s_tj); for each image the mass of
   its positive labels on attention t, n_t = sum_{j in P} P_tj; L = mean_images mean_t n_t^2, which
   is smallest when the positives spread over the attentions.

@@ -1,4 +1,4 @@
-"""Training losses (METHOD.md "Losses"), vectorised over images, labels and anchors.
+"""Training losses (docs/method.md, "Losses"), vectorised over images, labels and anchors.
 
 Labels are +1 positive, -1 annotated negative, 0 not annotated; a 0 entry never enters a loss,
 so its score gets a gradient of exactly 0.
@@ -51,7 +51,7 @@ def ranking_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def hinge_ranking_loss(logits: Tensor, labels: Tensor, margin: float = 1.0) -> Tensor:
-    """LESA/BiAM's ranking loss (PROTOCOL.md C.2): sum over (+1, -1) pairs of
+    """LESA/BiAM's ranking loss (docs/protocol.md): sum over (+1, -1) pairs of
     max(0, margin + s_neg - s_pos), divided by the number of violating pairs + 1e-8, averaged over
     all N images (those without pairs count as 0)."""
     differences, pairs, _ = _pairs(logits, labels)
@@ -103,7 +103,7 @@ def supervised_contrastive_loss(features: Tensor, labels: Tensor, projector: nn.
     Anchors are all (image i, class j) with label +1: z = normalise(projector(o_ij)). For an
     anchor, positives are the other anchors of the same class and the denominator runs over all
     other anchors: loss_a = -1/|P(a)| sum_{p in P(a)} log(exp(z_a.z_p/tau) / sum_{a' != a} exp(z_a.z_a'/tau)).
-    Averaged over anchors with at least one positive (METHOD.md: ovml averages where the paper
+    Averaged over anchors with at least one positive (docs/method.md: ovml averages where the paper
     sums); 0, still attached to the graph, when there is none. Memory: A x A for A anchors.
     """
     positive = labels == 1

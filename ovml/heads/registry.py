@@ -47,7 +47,7 @@ def head_class(name: str, kind: str = "resnet") -> type[nn.Module]:
 
 def build_head(name: str, pool: dict[str, Tensor], num_heads: int, text_dim: int | None = None,
                **options) -> nn.Module:
-    """A head initialised from CLIP's pool weights (CACHE.md `pool/*`, either kind); text_dim
+    """A head initialised from CLIP's pool weights (docs/cache.md `pool/*`, either kind); text_dim
     defaults to the pool's output dimension D."""
     if text_dim is None:
         text_dim = pool_output_dim(pool)

@@ -1,6 +1,6 @@
 """Multi-label evaluation metrics, following LESA's protocol (protocol name "lesa").
 
-See /work/shared/design/PROTOCOL.md, sections A.1-A.3. Labels are +1 (positive), -1 (annotated
+See docs/protocol.md. Labels are +1 (positive), -1 (annotated
 negative) and 0 (not annotated); `scores` and `labels` are (images, labels) matrices.
 
 * mAP: per-label average precision, macro-averaged over ALL label columns. A column without any
@@ -12,7 +12,7 @@ negative) and 0 (not annotated); `scores` and `labels` are (images, labels) matr
   P = TP / (N * min(K, L)), R = TP / (number of +1 entries), F1 = 2PR / (P + R).
   Ties at the K-th place go to the lower label index (LESA's unstable numpy sort leaves it open).
   Deviation from LESA: where LESA divides by zero (no positive anywhere, or P + R = 0) and gets
-  NaN, R and F1 are 0.0 here, so an evaluation never yields NaN (QUALITY.md R8).
+  NaN, R and F1 are 0.0 here, so an evaluation never yields NaN (fault R8 in docs/benchmarks.md).
 
 Everything is vectorised over blocks (columns for AP, rows for top-K), run on WORKERS threads
 (numpy releases the GIL while sorting). These functions take whole matrices; for matrices that
@@ -76,7 +76,7 @@ def _annotated_scores_by_column(scores: np.ndarray, labels: np.ndarray) -> np.nd
     """(columns, images) copy of an (images, columns) block, -inf where not annotated.
 
     -inf sorts below every (finite) score, so it never counts as scoring >= a threshold.
-    The copy goes in tiles of rows, a cache-friendly transpose (about 3x one strided copy).
+    The copy goes in tiles of rows, a cache-friendly transpose (docs/protocol.md, "Implementation").
     """
     n_images, n_columns = scores.shape
     annotated = np.empty((n_columns, n_images), dtype=scores.dtype)
@@ -186,7 +186,7 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _largest_values(scores: np.ndarray, k: int) -> np.ndarray:
-    """Each row's k largest scores, descending (torch.topk: about 4x np.partition on CPU)."""
+    """Each row's k largest scores, descending (torch.topk: docs/protocol.md, "Implementation")."""
     writable_scores = np.require(scores, requirements=["C", "W"])  # torch warns on read-only
     return torch.topk(torch.from_numpy(writable_scores), k, dim=1).values.numpy()
 

@@ -1,4 +1,4 @@
-"""The planted world (design/METHOD.md): a synthetic MLZSL problem written as a regular cache.
+"""The planted world (docs/method.md): a synthetic MLZSL problem written as a regular cache.
 
 Labels live in a low-rank text space (so seen labels teach about unseen ones); images are grids
 of tokens holding one big object and a few small ones, each adding its class's planted visual
@@ -50,11 +50,11 @@ class PlantedWorld:
     positional_std: float = 0.05      # std of the pool's positional embedding
     unit_rows: int = 64               # rows per chunk / work unit
     seed: int = 0
-    backbone_kind: str = "resnet"     # "vit": CLIP's tail is a ViT's last block (ovml/synthetic_vit.py)
+    backbone_kind: str = "resnet"     # "vit": CLIP's tail is a ViT's last block (synthetic/vit.py)
     class_token_weight: float = 1.0   # vit: |cls| entering the last block, in units of a LayerNorm'd token
 
 
-# Named world shapes (benchmarks/planted_table.py runs them all; `ovml demo` shows "mixed").
+# Named world shapes (experiment E1 in docs/benchmarks.md runs them all; `ovml demo` shows "mixed").
 # Unseen columns are scattered among the seen ones; 3,000 training and 1,000 test images.
 WORLDS = {
     # objects only: one big object and 1-3 small ones per image (dense CLIP's home ground)

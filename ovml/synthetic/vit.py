@@ -1,7 +1,7 @@
 """The planted world written as a ViT cache (`PlantedWorld(backbone_kind="vit")`).
 
 The same images (tokens, objects, labels) as the ResNet-shaped world; only CLIP's tail differs.
-Here it is a ViT's last residual block (CACHE.md "Vision Transformer backbones") for which the
+Here it is a ViT's last residual block (docs/cache.md, "Vision Transformer backbones") for which the
 invariant holds by construction: `global` is that block applied to [cls; X'], then ln_post, proj.
 - ln_1, ln_2, ln_post: identity affine (weight 1, bias 0); q, k, v and out_proj: identity, so the
   class token's query looks for tokens like itself and the keys and values carry the planted map;

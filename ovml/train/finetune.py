@@ -2,7 +2,7 @@
 
 CLIP-ML scores every seen label by cos(g, t_j); fine-tuning trains the image tower, all of it, so
 that those scores rank each training image's positives above its negatives (the ranking loss of
-METHOD.md on logit_scale x cosines), while the text tower stays frozen and the seen labels' text
+docs/method.md on logit_scale x cosines), while the text tower stays frozen and the seen labels' text
 embeddings are computed once. Images come through the same dataset adapters and decoder as
 `extract`. BatchNorm keeps CLIP's statistics (the tower runs in eval mode: CLIP's ResNet has no
 dropout, so only the statistics differ), the usual practice at batch sizes this small.

@@ -9,10 +9,9 @@ after the first `SKIP` of the steps (the first batches' noise decides nothing):
   most of its steps well below its maximum anyway);
 - or, when smaller, the knee: the first learning rate at which the loss has made `KNEE` of its
   drop to that minimum. It guards against a long plateau, where the minimum lies far to the
-  right of where the learning happened (measured: the planted ViT world's minimum at 0.57
-  chose 0.057 and learnt worse than CLIP; its knee, 0.0076, learns). The knee counts only when
-  the drop exceeds `NOISE_RATIO` times the loss's batch-to-batch noise: on a flat curve it is
-  noise (measured: the planted objects world's knee lay at 4e-5).
+  right of where the learning happened. The knee counts only when the drop exceeds
+  `NOISE_RATIO` times the loss's batch-to-batch noise: on a flat curve it is noise.
+docs/method.md ("`--lr auto`: the range test") gives the cases measured on planted worlds.
 The test is seeded, restores every weight afterwards, and writes its curve (lr_range.json,
 lr_range.png) to the run folder.
 """

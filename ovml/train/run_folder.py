@@ -1,7 +1,7 @@
 """A training run's folder: `head.pt` (tensors only), `config.json`, `log.jsonl`, `checkpoint.pt`.
 
-Checkpoints load with `weights_only=True` and must hold nothing but tensors (R5): a pickle
-payload or a corrupted file is refused with a one-line error.
+Checkpoints load with `weights_only=True` and must hold nothing but tensors (fault R5 in
+docs/benchmarks.md): a pickle payload or a corrupted file is refused with a one-line error.
 """
 from __future__ import annotations
 

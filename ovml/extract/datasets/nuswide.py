@@ -1,4 +1,4 @@
-"""The `nuswide` dataset: NUS-WIDE's release files, labelled as LESA does (PROTOCOL.md B.1).
+"""The `nuswide` dataset: NUS-WIDE's release files, labelled as LESA does (docs/protocol.md, NUS-WIDE).
 
 Columns (1006): the 81 concepts of `ConceptsList/Concepts81.txt` in that order (unseen, human
 ground truth `Groundtruth/AllLabels/Labels_<concept>.txt`), then the 925 tags of

@@ -1,5 +1,5 @@
 """The `openimages` dataset: Open Images v4 with the 2018_04 label files, as LESA labels it
-(PROTOCOL.md B.2).
+(docs/protocol.md, Open Images v4).
 
 Columns (7,586): the 7,186 MIDs of `classes-trainable.txt` in file order (seen), then the 400
 unseen MIDs `unseen_labels[top_400_unseen]` in top-400 order. `unseen_labels` is read from

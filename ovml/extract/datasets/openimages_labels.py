@@ -6,9 +6,8 @@ positions, each field read as a few 64-bit words). Consecutive rows of one image
 lookup (ImageID -> image index, one entry per image); MIDs are looked up as whole arrays by
 binary search among the vocabulary's (exactly verified) keys. Each block leaves three small
 arrays (image int32, column int32, value int8); one stable sort by (image, column) at the end
-gives the CSR rows. On 5M generated rows (benchmarks/bench_openimages_labels.py, 2 cores) this
-reads 1.5-2.4M rows/s, twice a plain Python loop over lines with dict lookups and array appends
-(0.75M rows/s on the same machine and load) and twice `np.loadtxt`, which only splits the strings.
+gives the CSR rows. Benchmark B12 (docs/benchmarks.md) measures its rate against a plain Python
+loop over lines and against `np.loadtxt`.
 
 Rows of one image are merged wherever they appear in the file (LESA's 40,000-row chunking split
 such images into two records). Images are numbered in order of first appearance, and every image

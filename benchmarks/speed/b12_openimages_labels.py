@@ -1,4 +1,4 @@
-"""Open Images label CSV parsing speed and memory at train-file scale.
+"""B12: Open Images label CSV parsing speed and memory at train-file scale.
 
 Writes an `*-annotations-human-imagelabels.csv` of --rows rows (default 5,000,000; about
 8 rows per image, so ~600k images; 90% of the rows name one of the 7,186 seen + 400 unseen

@@ -1,10 +1,10 @@
-"""Mixed precision end to end: `ovml train-head` then `ovml eval` (ZSL and GZSL) on an RN50-shaped
+"""E5: mixed precision end to end, `ovml train-head` then `ovml eval` (ZSL and GZSL) on an RN50-shaped
 planted world, in float32 and with --amp bf16 and --amp fp16, same world, seed and settings, each
 through the real command line in its own process. Reports epoch seconds, the speed-up over float32
 and how far the metrics move.
 
-    python benchmarks/bench_planted_amp.py --gpu                  # RN50 shapes on cuda:0
-    python benchmarks/bench_planted_amp.py --small --epochs 1     # CPU smoke: --amp is ignored there (said once)
+    python -m benchmarks.experiments.e5_planted_amp --gpu                  # RN50 shapes on cuda:0
+    python -m benchmarks.experiments.e5_planted_amp --small --epochs 1     # CPU smoke: --amp is ignored there (said once)
 """
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from ovml.synthetic.planted import PlantedWorld, write_planted_world  # noqa: E402
+from ovml.synthetic.planted import PlantedWorld, write_planted_world
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 

@@ -1,4 +1,4 @@
-"""Residual versus direct: the ViT head's two readings (METHOD.md) on planted ViT worlds.
+"""E3: residual versus direct, the ViT head's two readings (docs/method.md), on planted ViT worlds.
 
 Writes the planted world with a ViT-shaped pool (`PlantedWorld(backbone_kind="vit")`, otherwise
 the default world: 40 seen + 10 unseen labels, 4000 train / 1000 test, 7x7 tokens, W = 128,
@@ -6,7 +6,7 @@ D = 64, 4 heads) for each class-token weight (|cls| entering the last block, in 
 LayerNorm'd token) and seed, trains the OVML head with each reading and prints ZSL and GZSL mAP
 and F1@3 at alpha 0, beside CLIP-ML and dense CLIP (MaskCLIP's reading).
 
-    python benchmarks/vit_readings.py [--weights 0.5,1,2] [--seeds 0] [--readings residual,direct] [--epochs 10]
+    python -m benchmarks.experiments.e3_vit_readings [--weights 0.5,1,2] [--seeds 0] [--readings residual,direct] [--epochs 10]
                                       [--train-options '{"lr": 1e-2, "logit_scale": 20}']
 """
 from __future__ import annotations
@@ -14,15 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from ovml.config import EvalConfig, TrainConfig  # noqa: E402
-from ovml.evaluation.evaluate import evaluate_cache  # noqa: E402
-from ovml.train.trainer import train_head  # noqa: E402
-from ovml.synthetic.planted import PlantedWorld, write_planted_world  # noqa: E402
+from ovml.config import EvalConfig, TrainConfig
+from ovml.evaluation.evaluate import evaluate_cache
+from ovml.train.trainer import train_head
+from ovml.synthetic.planted import PlantedWorld, write_planted_world
 
 READINGS = ("residual", "direct")
 BASELINES = {"clip-ml": "CLIP-ML", "dense": "dense CLIP (top-3)"}

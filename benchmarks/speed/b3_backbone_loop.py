@@ -1,27 +1,25 @@
 """B3: what the cache buys. One train-head epoch from the cache against the same epoch with the
 backbone in the loop (decode, CLIP RN50 forward, then the same head step), random-weight RN50.
 
-    python benchmarks/bench_backbone_loop.py [--images 64] [--gpu]
+    python -m benchmarks.speed.b3_backbone_loop [--images 64] [--gpu]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from benchmarks.common import random_clip_file, write_folder_dataset  # noqa: E402
-from ovml.cache.reader import CacheReader  # noqa: E402
-from ovml.config import ExtractConfig, TrainConfig  # noqa: E402
-from ovml.extract.backbone import load_backbone  # noqa: E402
-from ovml.extract.images import decode  # noqa: E402
-from ovml.extract.runner import run_extraction  # noqa: E402
-from ovml.train.trainer import Trainer  # noqa: E402
+from benchmarks.common import random_clip_file, write_folder_dataset
+from ovml.cache.reader import CacheReader
+from ovml.config import ExtractConfig, TrainConfig
+from ovml.extract.backbone import load_backbone
+from ovml.extract.images import decode
+from ovml.extract.runner import run_extraction
+from ovml.train.trainer import Trainer
 
 
 def backbone_epoch(trainer: Trainer, backbone, paths: list[str], labels, batch: int) -> float:

@@ -1,14 +1,14 @@
-"""`ovml add-labels` at Open Images GZSL size: thousands of new names on a cache of 125,436 test
+"""B13: `ovml add-labels` at Open Images GZSL size: thousands of new names on a cache of 125,436 test
 images x 7,586 labels, with annotations for every test image.
 
-Uses B7's planted cache (`bench_eval_scale.py`; written here unless `--cache` names one, which is
+Uses B7's planted cache (`benchmarks/speed/b7_eval_scale.py`; written here unless `--cache` names one, which is
 copied, never changed). A planted cache was made by no CLIP, so the copy's backbone attrs are
 pointed at a random-weight CLIP of the same D (16) whose text tower embeds the new names. Runs
 `add-labels --names F --annotations CSV` in a subprocess and reports its time and peak RSS
 against the new label entries it writes (1 byte each). Last line:
 `RATE add-labels <names/s> names/s (<K> names x <N> rows, peak RSS <M> GB, new entries <E> GB)`.
 
-    python benchmarks/bench_add_labels.py [--names 2000] [--test-images 125436] [--cache PATH]
+    python -m benchmarks.speed.b13_add_labels [--names 2000] [--test-images 125436] [--cache PATH]
 """
 from __future__ import annotations
 
@@ -16,18 +16,16 @@ import argparse
 import csv
 import os
 import shutil
-import sys
 import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_eval_scale import SEEN, UNSEEN, run_measured, write_openimages_shaped  # noqa: E402
-from common import random_clip_file  # noqa: E402
+from benchmarks.speed.b7_eval_scale import SEEN, UNSEEN, run_measured, write_openimages_shaped
+from benchmarks.common import random_clip_file
 
-from ovml.cache import store as backends  # noqa: E402
-from ovml.cache.reader import CacheReader  # noqa: E402
-from ovml.extract.backbone import file_sha256  # noqa: E402
+from ovml.cache import store as backends
+from ovml.cache.reader import CacheReader
+from ovml.extract.backbone import file_sha256
 
 POSITIVES_PER_IMAGE = 3  # new labels present in each annotated image (the rest are -1)
 

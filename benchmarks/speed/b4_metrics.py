@@ -1,4 +1,4 @@
-"""B4 (QUALITY.md): mAP + F1@3 + F1@5 at NUS-WIDE GZSL scale, ovml vs a per-column sklearn loop.
+"""B4: mAP + F1@3 + F1@5 at NUS-WIDE GZSL scale, ovml vs a per-column sklearn loop.
 
 Random float32 scores for 107,859 images x 1,006 labels (one column in ten rounded to two
 decimals, so ties are common there) and +1/-1 labels as in NUS-WIDE (sparse positives, a few

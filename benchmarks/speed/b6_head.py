@@ -1,8 +1,8 @@
-"""B6 (QUALITY.md): one OVML head training step at paper shapes, literal vs fused formulation.
+"""B6: one OVML head training step at paper shapes, literal vs fused formulation.
 
 Forward + backward of the attention head at N=64 images, L=925 labels (NUS-WIDE seen), HW=49,
 C=2048, D=1024, 32 heads, random weights, float32, inputs frozen as in training (the gradient
-reaches the head's parameters only). "literal" computes the head as METHOD.md writes it: tokens
+reaches the head's parameters only). "literal" computes the head as docs/method.md writes it: tokens
 z = x + p projected by F_k and F_v for every image, F_o applied to every (image, label) pair
 (N L C D multiply-adds). "fused" is what training runs at these shapes: each head's values are
 projected by its slice of F_o once per image, then contracted over (head, token) pairs
@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from ovml.heads.attention import OVMLHead  # noqa: E402
+from benchmarks.common import REPOSITORY, module_command
+from ovml.heads.attention import OVMLHead
 
 N, L, HW, C, D, HEADS = 64, 925, 49, 2048, 1024, 32
 ARMS = ("literal", "fused")
@@ -109,8 +107,8 @@ def peak_bytes(arm: str, device: torch.device) -> int:
 
 def peak_bytes_fresh_process(arm: str) -> int:
     """peak_bytes in a new interpreter, so that one arm's high-water mark cannot hide the other's."""
-    done = subprocess.run([sys.executable, __file__, "--memory-arm", arm, "--images", str(N)], check=True,
-                          capture_output=True, text=True)
+    done = subprocess.run(module_command(__spec__.name, "--memory-arm", arm, "--images", str(N)),
+                          check=True, capture_output=True, text=True, cwd=REPOSITORY)
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 

@@ -1,4 +1,4 @@
-"""What a ViT cache costs on disk, and a planning table of cache sizes per dataset and backbone.
+"""B5-ViT: what a ViT cache costs on disk, and a planning table of cache sizes per dataset and backbone.
 
 Measured: random-weight CLIP models of full size (ViT-B/16, ViT-L/14 and, for the ResNet
 compression ratio, RN50) on generated photo-like images; the tokens a cache stores per image
@@ -7,23 +7,21 @@ post-ReLU X'), written float16 as one chunk with the cache's codecs (Zarr: zstd,
 Computed: the planning table, float16 bytes of each backbone's shapes (X' + cls + global) times
 the compression measured here for its family, times each dataset's listed images.
 
-    python benchmarks/bench_vit_cache_size.py [--images 32] [--shapes rn50,vit-b16,vit-l14]
+    python -m benchmarks.speed.b5_vit_cache_size [--images 32] [--shapes rn50,vit-b16,vit-l14]
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from benchmarks.bench_cache_size import stored_bytes  # noqa: E402
-from benchmarks.common import random_clip_file, write_images  # noqa: E402
-from ovml.extract.backbone import load_backbone  # noqa: E402
-from ovml.extract.images import decode  # noqa: E402
+from benchmarks.speed.b5_cache_size import stored_bytes
+from benchmarks.common import random_clip_file, write_images
+from ovml.extract.backbone import load_backbone
+from ovml.extract.images import decode
 
 # name: (family, grid side, C or W, D) of openai/CLIP's published models
 BACKBONES = {"RN50": ("resnet", 7, 2048, 1024), "RN101": ("resnet", 7, 2048, 512),

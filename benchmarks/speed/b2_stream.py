@@ -2,20 +2,18 @@
 (chunks read ahead in a thread, shuffled across chunks) against the same epoch from in-memory
 tensors (the whole split read into RAM beforehand). RN50-shaped planted world.
 
-    python benchmarks/bench_stream.py [--images 1024] [--gpu]
+    python -m benchmarks.speed.b2_stream [--images 1024] [--gpu]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from ovml.config import TrainConfig  # noqa: E402
-from ovml.train.trainer import train_head  # noqa: E402
-from ovml.synthetic.planted import PlantedWorld, write_planted_world  # noqa: E402
+from ovml.config import TrainConfig
+from ovml.train.trainer import train_head
+from ovml.synthetic.planted import PlantedWorld, write_planted_world
 
 
 def epoch_seconds(cache: str, out: str, in_memory: bool, device: str, epochs: int) -> list[float]:

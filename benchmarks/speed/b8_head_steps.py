@@ -8,25 +8,23 @@ rest -1), logit scale 20. Heads are interleaved rep by rep (median seconds). Pea
 CPU is the resident-set high-water mark of a fresh process running one step minus its resident
 set before the step (as B6); with --gpu, torch.cuda.max_memory_allocated over the step.
 
-    python benchmarks/bench_head_steps.py [--reps 3] [--gpu] [--heads ovml,linear,zssdl,biam,lesa]
+    python -m benchmarks.speed.b8_head_steps [--reps 3] [--gpu] [--heads ovml,linear,zssdl,biam,lesa]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from ovml.heads.base import cosine_scores  # noqa: E402
-from ovml.heads.losses import ProjectionHead, ranking_loss, supervised_contrastive_loss  # noqa: E402
-from ovml.heads.registry import build_head, default_contrastive_weight  # noqa: E402
+from benchmarks.common import REPOSITORY, module_command
+from ovml.heads.base import cosine_scores
+from ovml.heads.losses import ProjectionHead, ranking_loss, supervised_contrastive_loss
+from ovml.heads.registry import build_head, default_contrastive_weight
 
 N, L, HW, C, D, HEADS, POSITIVES, SCALE = 64, 925, 49, 2048, 1024, 32, 8, 20.0
 
@@ -127,8 +125,9 @@ def main() -> None:
     if args.gpu:
         peaks = {name: peak_bytes(name, device) for name in names}
     else:
-        peaks = {name: json.loads(subprocess.run([sys.executable, __file__, "--memory-head", name], check=True,
-                                                 capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        peaks = {name: json.loads(subprocess.run(module_command(__spec__.name, "--memory-head", name),
+                                                 check=True, capture_output=True, text=True,
+                                                 cwd=REPOSITORY).stdout.strip().splitlines()[-1])
                  ["peak_bytes"] for name in names}
     medians = {name: statistics.median(values) for name, values in times.items()}
     reference = medians.get("ovml")

@@ -3,10 +3,10 @@ forward, write; its fixed start-up reported apart) against the slower of two cei
 the same run: the bare forward on pre-decoded pixels, and decode + preprocess alone with the same
 workers. Photo-like JPEGs of real sizes (500x375 to 1024x768), random-weight CLIP.
 
-    python benchmarks/bench_extract.py                       # RN50 shapes, CPU, --decode exact
-    python benchmarks/bench_extract.py --decode draft
-    python benchmarks/bench_extract.py --shape vit-b16 --images 64      # random-weight ViT-B/16, CPU
-    python benchmarks/bench_extract.py --gpu --decode gpu --workers 16 --images 20000 --batch-size 256
+    python -m benchmarks.speed.b1_extract                       # RN50 shapes, CPU, --decode exact
+    python -m benchmarks.speed.b1_extract --decode draft
+    python -m benchmarks.speed.b1_extract --shape vit-b16 --images 64      # random-weight ViT-B/16, CPU
+    python -m benchmarks.speed.b1_extract --gpu --decode gpu --workers 16 --images 20000 --batch-size 256
 
 Each repetition runs the three arms back to back; the ratio is the median over repetitions of
 pipeline / min(forward, decode), so a drift of a shared machine hits the arms of a repetition alike.
@@ -19,20 +19,18 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from benchmarks.common import random_clip_file, write_folder_dataset  # noqa: E402
-from ovml.config import ExtractConfig  # noqa: E402
-from ovml.extract.backbone import Backbone, load_backbone  # noqa: E402
-from ovml.extract.datasets import open_dataset  # noqa: E402
-from ovml.extract.device_decode import DevicePixels, resolve_decode  # noqa: E402
-from ovml.extract.images import decode_pixels, normalise, read_image_file  # noqa: E402
-from ovml.extract.runner import SteadyRate, image_loader, run_extraction, unit_batches  # noqa: E402
+from benchmarks.common import random_clip_file, write_folder_dataset
+from ovml.config import ExtractConfig
+from ovml.extract.backbone import Backbone, load_backbone
+from ovml.extract.datasets import open_dataset
+from ovml.extract.device_decode import DevicePixels, resolve_decode
+from ovml.extract.images import decode_pixels, normalise, read_image_file
+from ovml.extract.runner import SteadyRate, image_loader, run_extraction, unit_batches
 
 
 def sync(device: torch.device) -> None:

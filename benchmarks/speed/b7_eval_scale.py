@@ -1,4 +1,4 @@
-"""B7 (QUALITY.md): `ovml eval --split all` at Open Images GZSL size, in bounded memory.
+"""B7: `ovml eval --split all` at Open Images GZSL size, in bounded memory.
 
 Writes a planted cache of 125,436 test images x 7,586 labels (7,186 seen + 400 unseen, Open
 Images v4 GZSL's shape; C = 32, D = 16, a 3 x 3 grid so that the head is cheap; a small train
@@ -8,7 +8,7 @@ The ratio is one float32 score matrix (4 bytes x images x labels, 3.8 GB) over t
 the target is >= 0.67 (peak <= 5.7 GB). The temporary score store needs about 17 GB of disk
 (4 rows x 4 bytes + 2 bytes per annotated entry; every test entry is annotated here).
 
-    python benchmarks/bench_eval_scale.py [--test-images 125436] [--scratch DIR] [--keep DIR]
+    python -m benchmarks.speed.b7_eval_scale [--test-images 125436] [--scratch DIR] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -20,20 +20,19 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, ROOT)
-from ovml.synthetic.planted import PlantedWorld, write_planted_world  # noqa: E402
+from benchmarks.common import REPOSITORY
+from ovml.synthetic.planted import PlantedWorld, write_planted_world
 
 SEEN, UNSEEN = 7186, 400
 
 
 def run_measured(arguments: list[str], log: str) -> tuple[float, int]:
     """Run `python -m ovml.cli ARGS` with its output in `log`; (seconds, peak RSS in bytes)."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=REPOSITORY + os.pathsep + os.environ.get("PYTHONPATH", ""))
     started = time.perf_counter()
     with open(log, "w") as handle:
         child = subprocess.Popen([sys.executable, "-m", "ovml.cli"] + arguments, stdout=handle,
-                                 stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                                 stderr=subprocess.STDOUT, env=env, cwd=REPOSITORY)
         _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:

@@ -2,23 +2,21 @@
 post-ReLU, taken from a random-weight RN50 on generated photos-like images) against the bytes
 the cache stores per image (float16 + zstd in Zarr, float16 + gzip in HDF5).
 
-    python benchmarks/bench_cache_size.py [--images 64] [--gpu]
+    python -m benchmarks.speed.b5_cache_size [--images 64] [--gpu]
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from benchmarks.common import random_clip_file, write_images  # noqa: E402
-from ovml.cache.store import open_store  # noqa: E402
-from ovml.extract.backbone import load_backbone  # noqa: E402
-from ovml.extract.images import decode  # noqa: E402
+from benchmarks.common import random_clip_file, write_images
+from ovml.cache.store import open_store
+from ovml.extract.backbone import load_backbone
+from ovml.extract.images import decode
 
 UNIT = 64
 

@@ -1,32 +1,30 @@
-"""The OVML head's training step at CLIP ViT-B/16 shapes, beside RN50's (B6 shapes).
+"""B6-ViT: the OVML head's training step at CLIP ViT-B/16 shapes, beside RN50's (B6 shapes).
 
 Forward + backward, float32, random weights, inputs frozen as in training:
 - RN50: N=64 images, L=925 labels, HW=49, C=2048, D=1024, 32 heads (the ResNet head, formulation auto);
 - ViT-B/16: N=64, L=925, 1 + HW = 197 tokens ([cls; X']), W=768, D=512, 12 heads, the residual
   reading (cls + attention, then the block's MLP for every (image, label) pair) and the direct one.
-Arms are interleaved rep by rep (median seconds). Peak memory as in bench_head.py: on the CPU the
+Arms are interleaved rep by rep (median seconds). Peak memory as in benchmarks/speed/b6_head.py: on the CPU the
 resident-set high-water mark of a fresh process running one step, minus its resident set just
 before; with --gpu, torch.cuda.max_memory_allocated over the step.
 
-    python benchmarks/bench_vit_head.py [--reps 3] [--gpu]
+    python -m benchmarks.speed.b6_vit_head [--reps 3] [--gpu]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from benchmarks.bench_head import memory_status, sync  # noqa: E402
-from ovml.cache.schema import vit_pool_shapes  # noqa: E402
-from ovml.heads.attention import OVMLHead  # noqa: E402
-from ovml.heads.attention_vit import VitOVMLHead  # noqa: E402
+from benchmarks.common import REPOSITORY, module_command
+from benchmarks.speed.b6_head import memory_status, sync
+from ovml.cache.schema import vit_pool_shapes
+from ovml.heads.attention import OVMLHead
+from ovml.heads.attention_vit import VitOVMLHead
 
 N, L = 64, 925
 RN50 = dict(hw=49, channels=2048, embed_dim=1024, heads=32)
@@ -79,7 +77,8 @@ def peak_bytes(arm: str, device: torch.device) -> int:
 
 
 def peak_bytes_fresh_process(arm: str) -> int:
-    done = subprocess.run([sys.executable, __file__, "--memory-arm", arm], check=True, capture_output=True, text=True)
+    done = subprocess.run(module_command(__spec__.name, "--memory-arm", arm), check=True, capture_output=True,
+                          text=True, cwd=REPOSITORY)
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 

@@ -1,13 +1,13 @@
-"""The planted-world table with every head: ZSL and GZSL mAP and F1@3, mean and spread over seeds.
+"""E2: the planted-world table with every head: ZSL and GZSL mAP and F1@3, mean and spread over seeds.
 
-For each seed, writes the default planted world with that seed (METHOD.md: 40 seen + 10 unseen
+For each seed, writes the default planted world with that seed (docs/method.md: 40 seen + 10 unseen
 labels, 4000 train / 1000 test, 7x7 tokens, C=128, D=64, 4 heads), trains every head with the
 library's defaults (`train-head --epochs 10`: learning rate from the range test, learnt logit
 scale, batch 64; each head with its own loss, OVML with and without L_con) and OVML also with the
 paper's settings (`--paper`), evaluates at alpha 0 (the head alone), and
 prints mean +- standard deviation over the seeds, beside CLIP-ML, dense CLIP and a random scorer.
 
-    python benchmarks/heads_table.py [--seeds 0,1,2] [--epochs 10] [--train-images 4000] [--json FILE]
+    python -m benchmarks.experiments.e2_heads_table [--seeds 0,1,2] [--epochs 10] [--train-images 4000] [--json FILE]
 
 On a shared machine the seeds can run as separate processes, each writing --json, and be
 combined afterwards: `--combine seed0.json,seed1.json,seed2.json` prints the table.
@@ -24,12 +24,11 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from ovml.config import PAPER_SETTINGS, EvalConfig, TrainConfig  # noqa: E402
-from ovml.metrics.protocol import evaluate  # noqa: E402
-from ovml.evaluation.evaluate import evaluate_cache, evaluated_labels  # noqa: E402
-from ovml.train.trainer import train_head  # noqa: E402
-from ovml.synthetic.planted import PlantedWorld, write_planted_world  # noqa: E402
+from ovml.config import PAPER_SETTINGS, EvalConfig, TrainConfig
+from ovml.metrics.protocol import evaluate
+from ovml.evaluation.evaluate import evaluate_cache, evaluated_labels
+from ovml.train.trainer import train_head
+from ovml.synthetic.planted import PlantedWorld, write_planted_world
 
 HEADS = {
     "linear head": dict(head="linear", contrastive_weight=0.0),

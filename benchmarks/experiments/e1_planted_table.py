@@ -1,4 +1,4 @@
-"""Every scorer on the planted worlds of several shapes and seeds (issue 10's table).
+"""E1: every scorer on the planted worlds of several shapes and seeds, against the defaults' bar.
 
 For each world in ovml.synthetic.planted.WORLDS and each seed: CLIP-ML and dense CLIP (training-free),
 the linear head, the OVML head with the paper's settings (`--paper`), and the OVML head with
@@ -7,7 +7,7 @@ and spread (min-max) over seeds, what `--lr auto` chose, and whether the default
 acceptance margins: ZSL mAP >= CLIP-ML + 8 and >= dense - 1 on objects-only worlds,
 >= max(CLIP-ML, dense) + 8 on worlds with scene labels.
 
-    python benchmarks/planted_table.py [--worlds objects,mixed,wide] [--seeds 0,1,2] [--epochs 10] [--json F]
+    python -m benchmarks.experiments.e1_planted_table [--worlds objects,mixed,wide] [--seeds 0,1,2] [--epochs 10] [--json F]
 """
 from __future__ import annotations
 
@@ -15,14 +15,12 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from ovml.config import PAPER_SETTINGS, EvalConfig, TrainConfig  # noqa: E402
-from ovml.evaluation.evaluate import evaluate_cache  # noqa: E402
-from ovml.train.trainer import train_head  # noqa: E402
-from ovml.synthetic.planted import WORLDS, write_planted_world  # noqa: E402
+from ovml.config import PAPER_SETTINGS, EvalConfig, TrainConfig
+from ovml.evaluation.evaluate import evaluate_cache
+from ovml.train.trainer import train_head
+from ovml.synthetic.planted import WORLDS, write_planted_world
 
 HEADS = {"linear head": dict(head="linear"), "OVML, paper settings": PAPER_SETTINGS, "OVML, defaults": {}}
 BASELINES = {"clip-ml": "CLIP-ML", "dense": "dense CLIP (top-3)"}

@@ -1,4 +1,4 @@
-"""What `extract --decode draft` and `--decode gpu` do to the features, and what they save.
+"""E4: what `extract --decode draft` and `--decode gpu` do to the features, and what they save.
 
 Photo-like JPEGs of real sizes (benchmarks/common.py: 500x375 to 1024x768), random-weight CLIP
 (tiny and RN50 shapes). For each decode mode, on the images it changes: the pixels' PSNR against
@@ -12,25 +12,23 @@ CPU JPEG decoder, so it measures the resize (torchvision's antialiased bicubic a
 but not nvJPEG's own rounding; with --gpu it runs on cuda:0 (features in fp16 there, so the
 exact path is recomputed on the GPU as the reference).
 
-    python benchmarks/decode_fidelity.py [--images 40] [--gpu] [--json FILE]
+    python -m benchmarks.experiments.e4_decode_fidelity [--images 40] [--gpu] [--json FILE]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from benchmarks.common import random_clip_file, write_photos  # noqa: E402
-from ovml.extract.backbone import load_backbone  # noqa: E402
-from ovml.extract.device_decode import DevicePixels  # noqa: E402
-from ovml.extract.images import ImageRows, collate, normalise  # noqa: E402
+from benchmarks.common import random_clip_file, write_photos
+from ovml.extract.backbone import load_backbone
+from ovml.extract.device_decode import DevicePixels
+from ovml.extract.images import ImageRows, collate, normalise
 
 MODES = ("exact", "draft", "gpu")
 

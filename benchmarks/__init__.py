@@ -1,0 +1,1 @@
+"""Benchmarks and experiments (not part of the test run); benchmarks/README.md lists them."""
