@@ -27,7 +27,7 @@ from common import random_clip_file  # noqa: E402
 
 from ovml.cache import store as backends  # noqa: E402
 from ovml.cache.reader import CacheReader  # noqa: E402
-from ovml.extract.backbone import file_sha256  # noqa: E402
+from ovml.extract.backbone.weights import file_sha256  # noqa: E402
 
 POSITIVES_PER_IMAGE = 3  # new labels present in each annotated image (the rest are -1)
 
