@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ovml.extract.backbone import BackboneError, file_sha256, load_backbone
+from ovml.extract.backbone import BackboneError, load_backbone
+from ovml.extract.backbone.weights import file_sha256, import_clip
 from ovml.extract.text import PromptError, embed_labels, load_prompts
 from tests.cache_arrays import clip_attention_pool
 
@@ -48,14 +49,13 @@ def test_unknown_models_are_refused(tmp_path):
 
 def test_named_model_goes_through_clip_download(tmp_path, monkeypatch):
     """A name resolves through clip's own download (which checks the sha256), into download_root."""
-    from ovml.extract import backbone as module
     asked = {}
 
     def fake_download(url, root):
         asked.update(url=url, root=root)
         raise RuntimeError("no network here")
 
-    clip = module.import_clip()
+    clip = import_clip()
     monkeypatch.setattr(clip.clip, "_download", fake_download)
     with pytest.raises(BackboneError, match="cannot download CLIP RN50"):
         load_backbone("RN50", download_root=str(tmp_path))
@@ -67,7 +67,6 @@ def test_named_model_goes_through_clip_download(tmp_path, monkeypatch):
 
 
 def test_text_embeddings_are_normalised_prompt_means(tiny_clip_files):
-    from ovml.extract.backbone import import_clip
     clip = import_clip()
     model = tiny_clip_files["model"]
     templates = ["a photo of a {}.", "a drawing of the {}."]

@@ -14,11 +14,12 @@ from ovml.cache.schema import CacheError
 from ovml.cli import main
 from ovml.config import ExtractConfig
 from ovml.extract import device_decode
-from ovml.extract.backbone import import_clip
+from ovml.extract.backbone.weights import import_clip
 from ovml.extract.device_decode import DevicePixels, resolve_decode
 from ovml.extract.images import ImageRows, collate, decode_pixels, normalise, open_rgb
 from ovml.extract import runner
-from ovml.extract.runner import SteadyRate, run_extraction
+from ovml.extract.runner import run_extraction
+from ovml.extract.summary import SteadyRate
 from tests.cache_arrays import all_arrays, assert_same_arrays
 from tests.folder_dataset import write_folder_dataset
 

@@ -16,7 +16,8 @@ from ovml.cache.reader import CacheReader
 from ovml.cache.schema import CacheError
 from ovml.config import ExtractConfig
 from ovml.extract.datasets import DatasetError
-from ovml.extract.runner import ExtractError, run_extraction
+from ovml.errors import ExtractError
+from ovml.extract.runner import run_extraction
 from tests.cache_arrays import all_arrays, assert_cache_checks, assert_same_arrays, clip_attention_pool
 from tests.folder_dataset import CLASSES, write_folder_dataset
 

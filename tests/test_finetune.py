@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from ovml.cli import main
 from ovml.config import FinetuneConfig
 from ovml.errors import UsageError
-from ovml.extract.backbone import file_sha256, read_state_dict
+from ovml.extract.backbone.weights import file_sha256, read_state_dict
 from ovml.train import finetune as finetune_module
 from ovml.train.finetune import finetune, sidecar
 

@@ -10,10 +10,10 @@ import torch
 from ovml.cache.pooling import vit_pool_global
 from ovml.cache.reader import CacheReader
 from ovml.config import ExtractConfig
-from ovml.extract.backbone import BackboneError, load_backbone
+from ovml.extract.backbone import BackboneError, VitBackbone, load_backbone
+from ovml.extract.backbone.weights import import_clip
 from ovml.extract.distributed import UNITS_PER_TASK, _worker_config, extract_units_task
 from ovml.extract.runner import begin, finish, run_extraction
-from ovml.extract.vit import VitBackbone
 from tests.cache_arrays import all_arrays, assert_cache_checks, assert_same_arrays
 
 SETTINGS = dict(dataset="folder", workers=0, unit_rows=4, batch_size=3, progress=False, threads=2)
@@ -47,8 +47,7 @@ def test_tokens_and_global_come_from_one_pass_and_the_last_block_gives_global(ti
 
 
 def test_every_openai_vit_name_goes_through_clip_download(tmp_path, monkeypatch):
-    from ovml.extract import backbone as module
-    clip = module.import_clip()
+    clip = import_clip()
     asked = []
 
     def fake_download(url, root):
@@ -120,7 +119,6 @@ def test_fp16_as_on_cuda_gives_clips_own_fp16_embedding(tiny_vit_files):
     the split forward keeps clip's dtypes: global equals clip's own fp16 encode_image."""
     import copy
 
-    from ovml.extract.backbone import import_clip
     model = copy.deepcopy(tiny_vit_files["model"])
     import_clip().model.convert_weights(model)
     backbone = VitBackbone(model, "tiny", "0" * 64, torch.device("cpu"), None)

@@ -25,7 +25,7 @@ from benchmarks.common import random_clip_file
 
 from ovml.cache import store as backends
 from ovml.cache.reader import CacheReader
-from ovml.extract.backbone import file_sha256
+from ovml.extract.backbone.weights import file_sha256
 
 POSITIVES_PER_IMAGE = 3  # new labels present in each annotated image (the rest are -1)
 

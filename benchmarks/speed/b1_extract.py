@@ -11,7 +11,7 @@ workers. Photo-like JPEGs of real sizes (500x375 to 1024x768), random-weight CLI
 Each repetition runs the three arms back to back; the ratio is the median over repetitions of
 pipeline / min(forward, decode), so a drift of a shared machine hits the arms of a repetition alike.
 Steady state (all arms that decode): the batches after the workers' first round, over the time
-since that round (ovml.extract.runner.SteadyRate); what `extract` spends beyond that is its fixed cost.
+since that round (ovml.extract.summary.SteadyRate); what `extract` spends beyond that is its fixed cost.
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ from ovml.extract.backbone import Backbone, load_backbone
 from ovml.extract.datasets import open_dataset
 from ovml.extract.device_decode import DevicePixels, resolve_decode
 from ovml.extract.images import decode_pixels, normalise, read_image_file
-from ovml.extract.runner import SteadyRate, image_loader, run_extraction, unit_batches
+from ovml.extract.runner import image_loader, run_extraction, unit_batches
+from ovml.extract.summary import SteadyRate
 
 
 def sync(device: torch.device) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from ..errors import OvmlError
+
 SCHEMA_VERSION = 1
 POOL_KEYS = ("positional_embedding", "q_weight", "k_weight", "v_weight",
              "q_bias", "k_bias", "v_bias", "c_weight", "c_bias")
@@ -16,7 +18,7 @@ TRAINING_SPLIT = "train"  # the split training reads; its unseen columns are nev
 UNSEEN_ON_TRAINING = "0 (not annotated), whatever the dataset's files say: zero-shot training never sees unseen labels"
 
 
-class CacheError(RuntimeError):
+class CacheError(OvmlError, RuntimeError):
     """A cache that cannot be used as asked; the message names the path, the array and the problem."""
 
 

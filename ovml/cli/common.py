@@ -5,20 +5,16 @@ import functools
 
 import click
 
+from ..errors import OvmlError
+
 
 def user_errors(command):
     """Turn the library's expected failures into one-line errors (exit status 1)."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from ..cache.schema import CacheError
-        from ..errors import UsageError
-        from ..extract.backbone import BackboneError
-        from ..extract.datasets import DatasetError
-        from ..extract.runner import ExtractError
-        from ..extract.text import PromptError
         try:
             return command(*args, **kwargs)
-        except (CacheError, BackboneError, DatasetError, ExtractError, PromptError, UsageError) as err:
+        except OvmlError as err:
             raise click.ClickException(str(err)) from err
         except OSError as err:
             where = f"{err.filename}: " if getattr(err, "filename", None) else ""

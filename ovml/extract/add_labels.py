@@ -16,7 +16,8 @@ from ..cache import store as backends
 from ..cache.reader import CacheReader
 from ..cache.schema import CacheError
 from ..errors import UsageError
-from .backbone import load_backbone, resolve_weights
+from .backbone import load_backbone
+from .backbone.weights import resolve_weights
 from .text import embed_labels
 
 JOURNAL = "adding_labels"

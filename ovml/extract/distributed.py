@@ -13,11 +13,12 @@ import threading
 
 from ..cache import store as backends
 from ..config import ExtractConfig
+from ..errors import ExtractError
 from ..progress import progress
 from .backbone import load_backbone
-from .datasets import open_dataset
-from .runner import (ExtractError, ExtractSummary, Job, adapter_options, begin, errors_path,
-                     extract_split, finish, select_splits)
+from .datasets import adapter_options, open_dataset, select_splits
+from .runner import Job, begin, errors_path, extract_split, finish
+from .summary import ExtractSummary
 from .unit_writer import append_errors
 
 UNITS_PER_TASK = 4

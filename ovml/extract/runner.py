@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,143 +21,21 @@ from ..cache import store as backends
 from ..cache.writer import (CachePlan, LabelTable, UnitRows, create_cache, mark_complete,
                             open_existing, pending_units, unit_bounds)
 from ..config import ExtractConfig
-from ..progress import notice, progress
+from ..errors import ExtractError
+from ..progress import progress
 from .backbone import Backbone, load_backbone
-from .datasets import DatasetSource, Split, open_dataset
+from .datasets import DatasetSource, Split, adapter_options, open_dataset, select_splits
 from .device_decode import DevicePixels, resolve_decode
 from .images import DecodedBatch, ImageRows, collate, normalise
+from .summary import ExtractSummary, SteadyRate
 from .text import embed_labels, load_prompts
 from .unit_writer import UnitWriter
-
-
-class ExtractError(RuntimeError):
-    """Extraction stopped on purpose (--strict) or by a fault; the message says where and why."""
-
-
-@dataclass
-class PhaseTimes:
-    """Seconds spent per phase, summed over the run (decode is summed over worker processes)."""
-
-    decode: float = 0.0
-    forward: float = 0.0
-    write: float = 0.0
-
-    def add(self, other: "PhaseTimes") -> None:
-        self.decode += other.decode
-        self.forward += other.forward
-        self.write += other.write
-
-
-@dataclass
-class ExtractSummary:
-    """What one `ovml extract` did."""
-
-    out: str
-    images: int = 0                      # images processed in this run
-    failures: int = 0                    # of those, rows written with ok = false
-    seconds: float = 0.0
-    bytes_on_disk: int = 0
-    resumed: bool = False
-    units_skipped: int = 0
-    phases: PhaseTimes = field(default_factory=PhaseTimes)
-    steady: "SteadyRate" = field(default_factory=lambda: SteadyRate(1))  # summed over splits
-    errors_file: str | None = None
-    notes: list[str] = field(default_factory=list)   # one line each: a fallback, a setting ignored
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds else 0.0
-
-    @property
-    def fixed_seconds(self) -> float:
-        """What the run took beyond its images at the steady rate: model load, text embeddings,
-        store layout, the decode workers' start and first round, the last writes, `complete`."""
-        rate = self.steady.images_per_second
-        return max(0.0, self.seconds - self.images / rate) if rate else self.seconds
-
-    def note(self, message: str | None, show: bool) -> None:
-        """Record a one-line note once (and print it to stderr now when `show`)."""
-        if message and message not in self.notes:
-            self.notes.append(message)
-            notice(message, show)
-
-    def lines(self) -> list[str]:
-        """The human summary printed at the end of a run."""
-        first = (f"{self.out}: {self.images} images ({self.failures} unreadable) in {self.seconds:.1f} s, "
-                 f"{self.images_per_second:.1f} images/s, {self.bytes_on_disk / 1e6:.1f} MB on disk")
-        if self.resumed:
-            first += f"; resumed, {self.units_skipped} finished units skipped"
-        phases = (f"phases: decode {self.phases.decode:.1f} s (summed over workers), "
-                  f"forward {self.phases.forward:.1f} s, write {self.phases.write:.1f} s")
-        if self.steady.images:
-            phases += (f"; steady state {self.steady.images_per_second:.1f} images/s after "
-                       f"{self.fixed_seconds:.1f} s of fixed cost (start-up, loader fill, last writes)")
-        lines = [first, phases] + self.notes
-        if self.errors_file:
-            lines.append(f"unreadable images listed in {self.errors_file}")
-        return lines
-
-
-class SteadyRate:
-    """Images per second once a loader runs full: the batches after its first `skip` (the
-    workers' first round, decoded while they started up) over the time since that round."""
-
-    def __init__(self, skip: int):
-        self.skip, self.batches, self.images, self.seconds = skip, 0, 0, 0.0
-        self._last = 0.0
-
-    def mark(self, images: int, now: float | None = None) -> None:
-        """A batch of `images` was handed on at `now` (default: the current perf_counter)."""
-        now = time.perf_counter() if now is None else now
-        self.batches += 1
-        if self.batches > self.skip:
-            self.images += images
-            self.seconds += now - self._last
-        self._last = now
-
-    def add(self, other: "SteadyRate") -> None:
-        self.images += other.images
-        self.seconds += other.seconds
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds else 0.0
-
-
-@dataclass
-class LimitedSplit(Split):
-    """The first `count` rows of a split (`--limit`)."""
-
-    inner: Split
-    count: int
-
-    def __post_init__(self):
-        self.name = self.inner.name
-        self.ids = self.inner.ids[: self.count]
-        self.paths = self.inner.paths[: self.count]
-        self.file_check = self.inner.file_check
-
-    def labels(self, start, stop):
-        return self.inner.labels(start, min(stop, self.count))
 
 
 def errors_path(out: str) -> str:
     """`<out>.errors.tsv` beside a local cache; in the working folder for a URL."""
     base = os.path.basename(out.rstrip("/")) if backends.is_url(out) else backends.local_path(out).rstrip("/")
     return base + ".errors.tsv"
-
-
-def select_splits(source: DatasetSource, names: tuple[str, ...] | None, limit: int | None) -> dict[str, Split]:
-    """The splits asked for (all by default), each cut to `limit` rows."""
-    chosen = names or tuple(source.splits)
-    unknown = [name for name in chosen if name not in source.splits]
-    if unknown:
-        raise ExtractError(f"{source.root}: no split {', '.join(unknown)} (splits: {', '.join(source.splits)})")
-    splits = {name: source.splits[name] for name in chosen}
-    if limit is not None:
-        splits = {name: LimitedSplit(inner=split, count=min(limit, len(split)))
-                  for name, split in splits.items()}
-    return splits
 
 
 def make_plan(config: ExtractConfig, source: DatasetSource, splits: dict[str, Split],
@@ -395,18 +273,3 @@ def tidy_errors_file(path: str) -> str | None:
     with open(path, "w", encoding="utf-8") as handle:
         handle.writelines(lines)
     return path
-
-
-ADAPTER_OPTIONS = {"folder": (), "nuswide": ("images", "placeholder"), "openimages": ("images",),
-                   "coco": ("images", "unseen")}
-
-
-def adapter_options(config: ExtractConfig) -> dict:
-    """The adapter-specific options that were given; one the adapter does not take is an error."""
-    given = {key: getattr(config, key) for key in ("images", "unseen", "placeholder")
-             if getattr(config, key) is not None}
-    accepted = ADAPTER_OPTIONS.get(config.dataset, ())
-    for key in given:
-        if key not in accepted:
-            raise ExtractError(f"--{key} does not apply to --dataset {config.dataset}")
-    return given

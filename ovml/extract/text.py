@@ -7,13 +7,14 @@ from importlib import resources
 import numpy as np
 import torch
 
+from ..errors import OvmlError
 from ..progress import progress as progress_bar
-from .backbone import import_clip
+from .backbone.weights import import_clip
 
 DEFAULT_PROMPTS = ("a photo of a {}.",)
 
 
-class PromptError(ValueError):
+class PromptError(OvmlError, ValueError):
     """A prompt file or template that cannot be used."""
 
 

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from ..errors import UsageError
-from ..extract.backbone import Backbone, load_backbone, resolve_weights
+from ..extract.backbone import Backbone, load_backbone
+from ..extract.backbone.weights import resolve_weights
 from ..extract.images import open_rgb, read_image_file, to_rgb
 from ..extract.text import embed_labels, load_prompts
 from ..train.run_folder import RunFolder

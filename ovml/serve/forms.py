@@ -6,8 +6,10 @@ from email import policy
 from email.parser import BytesParser
 from urllib.parse import parse_qsl
 
+from ..errors import OvmlError
 
-class RequestError(Exception):
+
+class RequestError(OvmlError):
     """A request that cannot be served; answered with `status` and {"error": message}."""
 
     def __init__(self, status: int, message: str):

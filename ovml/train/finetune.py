@@ -30,10 +30,9 @@ import torch.nn.functional as F
 
 from ..config import FinetuneConfig, from_dict
 from ..errors import UsageError
-from ..extract.backbone import file_sha256, import_clip, read_state_dict, resolve_weights
-from ..extract.datasets import Split, open_dataset
+from ..extract.backbone.weights import file_sha256, import_clip, load_clip
+from ..extract.datasets import Split, adapter_options, open_dataset, select_splits
 from ..extract.images import ImageRows, collate, normalise
-from ..extract.runner import adapter_options, select_splits
 from ..extract.text import embed_labels, load_prompts
 from ..heads.losses import ranking_loss
 from ..precision import scaled_step
@@ -63,9 +62,8 @@ def sidecar(out: str) -> str:
 
 def load_trainable_clip(model: str, device: torch.device, download_root: str | None) -> tuple[torch.nn.Module, str]:
     """The whole CLIP in float32 on `device` with its image tower trainable, and its weights' sha256."""
-    clip = import_clip()
-    path, sha256 = resolve_weights(model, download_root)
-    network = clip.model.build_model(dict(read_state_dict(path))).float().to(device).eval()
+    network, sha256 = load_clip(model, device, download_root)
+    network.float()
     for name, parameter in network.named_parameters():
         parameter.requires_grad_(name.startswith("visual."))
     return network, sha256

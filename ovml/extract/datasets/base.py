@@ -12,9 +12,10 @@ from typing import Callable
 import numpy as np
 
 from ...cache.schema import TRAINING_SPLIT, UNSEEN_ON_TRAINING
+from ...errors import OvmlError
 
 
-class DatasetError(ValueError):
+class DatasetError(OvmlError, ValueError):
     """Malformed dataset files; the message names the file, the line and the problem."""
 
 

@@ -12,6 +12,7 @@ import pickle
 
 import numpy as np
 
+from ...errors import OvmlError
 from .base import file_error
 
 # numpy's array-rebuilding function, whichever module this numpy version keeps it in.
@@ -34,7 +35,7 @@ ALLOWED_GLOBALS = {
 }
 
 
-class RefusedGlobal(pickle.UnpicklingError):
+class RefusedGlobal(OvmlError, pickle.UnpicklingError):
     """The pickle asked for a global outside ALLOWED_GLOBALS."""
 
 

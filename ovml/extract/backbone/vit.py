@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .backbone import Backbone
+from .base import Backbone
 
 
 class VitBackbone(Backbone):
@@ -37,6 +37,7 @@ class VitBackbone(Backbone):
 
     @property
     def last_block(self) -> torch.nn.Module:
+        """The residual block that is this family's pool."""
         return self.visual.transformer.resblocks[-1]
 
     @property
