@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .config import EvalConfig, TrainConfig
+from .config import EvalConfig, PredictConfig, TrainConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,18 +89,18 @@ def open_cache(path: str, allow_partial: bool = False) -> Cache:
     return Cache(CacheReader(path, allow_partial=allow_partial))
 
 
-def load_tagger(run_dir: str | None = None, device: str = "cpu", model: str | None = None,
-                prompts: str | None = None, download_root: str | None = None) -> "Predictor":
-    """A tagger: the run's head and the CLIP it was trained on, loaded once.
+def load_tagger(run_dir: str | None = None, **settings) -> "Predictor":
+    """A tagger: the run's head and the CLIP it was trained on, loaded once; `settings` are
+    `PredictConfig`'s other fields (device, model, prompts, download_root, top_k, alpha, ...).
 
-    `tagger.predict(images, labels, top_k=5, alpha=0.0)` takes file paths, encoded bytes or PIL
+    `tagger.predict(images, labels, top_k=..., alpha=...)` takes file paths, encoded bytes or PIL
     images and any label names (a list or "a, b, c") and returns one `Prediction` per image whose
-    `.labels` are (name, score) pairs, best first: the scores `ovml predict --json` prints.
-    Without `run_dir`, CLIP-ML alone (`model`, default RN50). `attention=True` also gives each
-    predicted label's attention map (`.attention`, (k, H, W)).
+    `.labels` are (name, score) pairs, best first: the scores `ovml predict --json` prints; top_k
+    and alpha left out are the config's. Without `run_dir`, CLIP-ML alone (`model`).
+    `attention=True` also gives each predicted label's attention map (`.attention`, (k, H, W)).
     """
     from .predict.predictor import Predictor
-    return Predictor(model, run_dir, device, download_root, prompts)
+    return Predictor(PredictConfig(head=run_dir, **settings))
 
 
 def train_head(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> "TrainResult":

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
+
+DEFAULT_MODEL = "RN50"  # the CLIP every stage starts from when none is named
 
 
 @dataclass(frozen=True)
@@ -15,7 +18,7 @@ class ExtractConfig:
     dataset: str                         # adapter: folder, nuswide, openimages, coco
     root: str                            # dataset root folder
     out: str                             # cache path: *.zarr (default backend) or *.h5
-    model: str = "RN50"                  # CLIP name (RN50, ..., ViT-B/16, ...) or a local weights file
+    model: str = DEFAULT_MODEL           # CLIP name (RN50, ..., ViT-B/16, ...) or a local weights file
     device: str = "cpu"                  # torch device; cuda runs fp16 as clip does
     splits: tuple[str, ...] | None = None  # splits to extract (None: all the adapter offers)
     batch_size: int = 64                 # images per forward pass
@@ -93,18 +96,27 @@ PAPER_SETTINGS = {"lr": 2e-4, "logit_scale": 100.0, "q_init": "random", "attenti
                   "attention_top_k": 0, "attention_heads": "pool", "frozen": ()}
 
 
+# Top-K of P/R/F1 when EvalConfig.ks is None: KS, or LARGE_VOCABULARY_KS above LARGE_VOCABULARY labels
+# (Open Images), as LESA reports them.
+KS = (3, 5)
+LARGE_VOCABULARY_KS = (10, 20)
+LARGE_VOCABULARY = 5000
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Stage 3: score a split with the field's protocol."""
 
     cache: str                           # cache path
-    heads: tuple[str, ...] = ()          # run folders of trained heads
+    heads: tuple[str, ...] = ()          # run folders of trained heads (empty: the baselines alone)
     split: str = "unseen"                # unseen (ZSL), all (GZSL) or seen label columns
-    alphas: tuple[float, ...] = ()       # interpolation weights; empty: none; see `alpha_auto`
-    alpha_auto: bool = False             # choose alpha on the head's validation rows
-    ks: tuple[int, ...] | None = None    # top-K for P/R/F1 (None: 3,5 or 10,20 above 5,000 labels)
+    alphas: tuple[float, ...] = (0.0,)   # interpolation weights with CLIP's global feature (0: the head
+                                         # alone); empty and no `alpha_auto`: 0
+    alpha_auto: bool = True              # also the alpha chosen on the head's validation rows
+    ks: tuple[int, ...] | None = None    # top-K for P/R/F1 (None: KS, or LARGE_VOCABULARY_KS above
+                                         # LARGE_VOCABULARY labels)
     baselines: tuple[str, ...] = ("clip-ml", "dense")  # training-free rows
-    out: str | None = None               # folder for metrics.json, report.md and plots
+    out: str | None = None               # folder for metrics.json, report.md and plots (None: none written)
     device: str = "cpu"                  # torch device
     amp: str | None = None               # bf16 or fp16: autocast the head on CUDA (None: float32;
                                          # ignored, with a note, on other devices)
@@ -123,7 +135,7 @@ class FinetuneConfig:
     dataset: str                         # adapter: folder, nuswide, openimages, coco
     root: str                            # dataset root folder
     out: str                             # the fine-tuned CLIP, a plain state dict `extract --model` loads
-    model: str = "RN50"                  # CLIP name or a local weights file to start from
+    model: str = DEFAULT_MODEL           # CLIP name or a local weights file to start from
     epochs: int = 5                      # passes over the training images with a seen positive
     lr: float = 1e-5                     # one-cycle maximum learning rate (Adam)
     weight_decay: float = 0.0            # Adam weight decay
@@ -158,6 +170,65 @@ class ReproduceConfig:
     progress: bool = True                # show progress bars
 
 
+@dataclass(frozen=True)
+class PredictConfig:
+    """`ovml predict`, `ovml.load_tagger` and the page of `ovml serve`: CLIP (and optionally a trained
+    head) loaded once, scoring images against any label names."""
+
+    head: str | None = None              # run folder of a trained head (None: CLIP-ML alone)
+    model: str | None = None             # CLIP name or weights file (None: the head's, else DEFAULT_MODEL)
+    labels: tuple[str, ...] = ()         # label names scored (empty: each `predict` call names its own)
+    top_k: int = 5                       # labels kept per image, best first
+    alpha: float = 0.0                   # interpolation with CLIP's global feature (with a head)
+    batch_size: int = 32                 # images per forward pass
+    explain: str | None = None           # folder for attention-map PNGs (needs a head with attention)
+    prompts: str | None = None           # 'imagenet80' or a template file (None: the head's cache's
+                                         # templates, else CLIP's default)
+    device: str = "cpu"                  # torch device
+    download_root: str | None = None     # where named CLIP models are kept
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """`ovml serve`: the tagging page over one trained head."""
+
+    tagger: PredictConfig = PredictConfig()  # what is loaded; its top_k and alpha are the page's defaults
+    host: str = "127.0.0.1"              # address to bind; anything else exposes the page beyond this machine
+    port: int = 7860                     # TCP port (0: any free one)
+
+
+@dataclass(frozen=True)
+class AddLabelsConfig:
+    """`ovml add-labels`: new label names appended to a cache with CLIP's text tower only."""
+
+    cache: str                           # cache path
+    names_file: str                      # new label names, one per line ('#' starts a comment)
+    unseen: bool = True                  # mark the new labels unseen (False: seen)
+    annotations: str | None = None       # CSV id,labels: listed images get +1/-1 on the new labels
+                                         # (None: every image 0, not annotated)
+    model: str | None = None             # CLIP name or weights file (None: the cache's backbone)
+    device: str = "cpu"                  # torch device of the text tower
+    download_root: str | None = None     # where named CLIP models are kept
+    progress: bool = True                # show progress bars
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """`ovml check`: a cache checked against schema v1 in full."""
+
+    path: str                            # cache path
+    rows: int = 256                      # ok rows per split on which the pool invariant is checked
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """`ovml demo`: the planted synthetic world end to end, offline."""
+
+    out: str = os.path.join("runs", "demo")  # folder for the world, the runs and the reports
+    seed: int = 0                        # the world's and the training's
+    quick: bool = False                  # a smaller world and fewer epochs (a smoke test)
+
+
 def from_dict(kind: type[T], values: dict) -> T:
     """Rebuild a config from a dict, ignoring keys this version does not know; tuples restored."""
     fields = {f.name: f for f in dataclasses.fields(kind)}
@@ -166,16 +237,3 @@ def from_dict(kind: type[T], values: dict) -> T:
         if key in fields:
             kept[key] = tuple(value) if isinstance(value, list) else value
     return kind(**kept)
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """`ovml serve`: the tagging page over one trained head."""
-
-    head: str | None                     # run folder of a trained head (None: CLIP-ML alone)
-    host: str = "127.0.0.1"              # address to bind; anything else exposes the page beyond this machine
-    port: int = 7860                     # TCP port (0: any free one)
-    device: str = "cpu"                  # torch device
-    model: str | None = None             # CLIP weights (None: the ones the head was trained on)
-    prompts: str | None = None           # prompt templates (None: the head's cache's)
-    download_root: str | None = None     # where named CLIP models are kept

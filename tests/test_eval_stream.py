@@ -23,6 +23,7 @@ from ovml.cache.batches import batch_tensors, cache_pool
 from ovml.evaluation.scoring import HeadParts, baseline_scores, head_parts
 from ovml.train.trainer import train_head
 from ovml.metrics.spill import AnnotatedSpill
+from ovml.train.saved_head import load_trained_head
 from tests.test_metrics import random_case
 
 

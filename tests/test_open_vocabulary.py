@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from ovml.cache.reader import CacheReader
 from ovml.cli import main
+from ovml.config import AddLabelsConfig
 from ovml.errors import UsageError
 from ovml.extract.backbone import load_backbone
 from ovml.extract.text import embed_labels
@@ -98,14 +99,14 @@ def test_add_labels_then_eval_scores_the_new_columns(tiny_cache, tiny_clip, tmp_
 def test_interrupted_add_labels_leaves_a_valid_cache(tiny_cache, tiny_clip, tmp_path, monkeypatch):
     names = tmp_path / "new.txt"
     names.write_text("kite\n")
-    new, old_count = prepare(tiny_cache, str(names), True, tiny_clip, "cpu", None, None, False)
+    new, old_count = prepare(AddLabelsConfig(tiny_cache, str(names), model=tiny_clip, progress=False))
     group = zarr.open_group(tiny_cache, mode="a")
     group.attrs["adding_labels"] = {"from": old_count, "to": old_count + 1}   # a commit cut short:
     group["labels/names"].resize((old_count + 1,))                           # some arrays grown,
     group["splits/train/labels"].resize((group["splits/train/labels"].shape[0], old_count + 1))  # others not
     reader = CacheReader(tiny_cache)
     assert reader.num_labels == old_count and reader.read_labels("train").shape[1] == old_count
-    assert add_labels(tiny_cache, str(names), model=tiny_clip, progress=False) == ["kite"]
+    assert add_labels(AddLabelsConfig(tiny_cache, str(names), model=tiny_clip, progress=False)) == ["kite"]
     reader = CacheReader(tiny_cache)
     assert reader.names[-1] == "kite" and reader.read_labels("test").shape[1] == old_count + 1
 
@@ -114,4 +115,4 @@ def test_add_labels_needs_the_cache_model(tiny_cache, tiny_clip_files, tmp_path)
     names = tmp_path / "new.txt"
     names.write_text("kite\n")
     with pytest.raises(UsageError, match="not the weights that made"):
-        add_labels(tiny_cache, str(names), model=tiny_clip_files["torchscript"], progress=False)
+        add_labels(AddLabelsConfig(tiny_cache, str(names), model=tiny_clip_files["torchscript"], progress=False))

@@ -213,7 +213,8 @@ def test_paper_head_trains_and_beats_a_random_scorer(head_world, tmp_path, name)
     assert own_parts <= set(log[0]) and "contrastive" not in log[0]
     with open(os.path.join(out, "config.json")) as handle:
         assert json.load(handle)["train"]["contrastive_weight"] is None
-    config = EvalConfig(cache=head_world, heads=(out,), alphas=(0.0,), baselines=(), progress=False)
+    config = EvalConfig(cache=head_world, heads=(out,), alphas=(0.0,), alpha_auto=False, baselines=(),
+                        progress=False)
     head_map = evaluate_cache(config).summary["rows"][0]["mAP"]
     labels = evaluated_labels(config)
     chance = np.mean([evaluate(np.random.default_rng(seed).random(labels.shape), labels, ks=(3,))["mAP"]

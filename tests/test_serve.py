@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 import ovml
 from ovml.cli import main
+from ovml.config import ServeConfig
 from ovml.serve.app import MAX_BODY, make_server
 
 BOUNDARY = "ovml-test-boundary"
@@ -23,7 +24,7 @@ BOUNDARY = "ovml-test-boundary"
 
 @pytest.fixture(scope="module")
 def server(tiny_run):
-    served = make_server(ovml.load_tagger(tiny_run["run"]), port=0)
+    served = make_server(ovml.load_tagger(tiny_run["run"]), ServeConfig(port=0))
     thread = threading.Thread(target=served.serve_forever, daemon=True)
     thread.start()
     yield served
@@ -150,4 +151,4 @@ def test_serve_binds_loopback_unless_told(monkeypatch):
     assert CliRunner().invoke(main, ["serve", "--head", "runs/x"]).exit_code == 0
     result = CliRunner().invoke(main, ["serve", "--head", "runs/x", "--host", "0.0.0.0", "--port", "8000", "--gpu", "1"])
     assert result.exit_code == 0 and "anyone who can reach this machine" in result.output
-    assert [(c.host, c.port, c.device) for c in seen] == [("127.0.0.1", 7860, "cpu"), ("0.0.0.0", 8000, "cuda:1")]
+    assert [(c.host, c.port, c.tagger.device) for c in seen] == [("127.0.0.1", 7860, "cpu"), ("0.0.0.0", 8000, "cuda:1")]

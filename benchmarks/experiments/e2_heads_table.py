@@ -58,7 +58,8 @@ def one_seed(seed: int, args: argparse.Namespace, folder: str) -> dict[str, dict
         print(f"seed {seed}: {name} trained in {results[name]['seconds']:.0f} s", file=sys.stderr, flush=True)
     rng = np.random.default_rng([seed, 99])
     for split in ("unseen", "all"):
-        config = EvalConfig(cache=cache, heads=tuple(runs), split=split, alphas=(0.0,), progress=False)
+        config = EvalConfig(cache=cache, heads=tuple(runs), split=split, alphas=(0.0,), alpha_auto=False,
+                            progress=False)
         evaluation, labels = evaluate_cache(config), evaluated_labels(config)
         for row in evaluation.summary["rows"]:
             name = runs.get(row.get("run"), BASELINES.get(row["method"]))

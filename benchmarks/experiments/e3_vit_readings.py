@@ -41,7 +41,7 @@ def measure(folder: str, weight: float, seed: int, readings: list[str], epochs: 
     results: dict = {}
     for split in ("unseen", "all"):
         evaluation = evaluate_cache(EvalConfig(cache=cache, heads=tuple(runs), split=split, alphas=(0.0,),
-                                               progress=False))
+                                               alpha_auto=False, progress=False))
         for row in evaluation.summary["rows"]:
             label = runs.get(row.get("run")) or BASELINES[row["method"]]
             results.setdefault(label, {})[split] = row

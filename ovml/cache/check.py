@@ -13,6 +13,7 @@ import math
 import numpy as np
 import torch
 
+from ..config import CheckConfig
 from . import store as backends
 from .pooling import resnet_pool_global, vit_pool_global
 from .schema import BACKBONE_KINDS, SCHEMA_VERSION, CacheError, expected_pool_shapes, vit_pool_shapes
@@ -197,13 +198,13 @@ class CacheCheck:
         return self.problems
 
 
-def check_cache(path: str, rows: int = 256) -> list[str]:
-    """Every problem of the cache at `path` (empty when it conforms to schema v1)."""
+def check_cache(config: CheckConfig) -> list[str]:
+    """Every problem of the cache at `config.path` (empty when it conforms to schema v1)."""
     try:
-        store = backends.open_store(path, "r")
+        store = backends.open_store(config.path, "r")
     except CacheError as err:
         return [str(err)]
     try:
-        return CacheCheck(store, rows).run()
+        return CacheCheck(store, config.rows).run()
     finally:
         store.close()

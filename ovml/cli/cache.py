@@ -5,7 +5,8 @@ import json
 
 import click
 
-from .common import device_options, resolve_device, user_errors
+from ..config import AddLabelsConfig, CheckConfig
+from .common import default, device_options, resolve_device, user_errors
 
 
 @click.command()
@@ -20,7 +21,7 @@ def info(path) -> None:
 
 @click.command()
 @click.argument("path")
-@click.option("--rows", type=click.IntRange(0), default=256, show_default=True,
+@click.option("--rows", type=click.IntRange(0), default=default(CheckConfig, "rows"), show_default=True,
               help="Ok rows per split on which the pool invariant (pool/* applied to spatial gives global) is checked.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"ok": ..., "problems": [...]}.')
 def check(path, rows, as_json) -> None:
@@ -30,7 +31,7 @@ def check(path, rows, as_json) -> None:
     normalised text embeddings, units_done against complete, and the pool invariant.
     """
     from ..cache.check import check_cache
-    problems = check_cache(path, rows)
+    problems = check_cache(CheckConfig(path=path, rows=rows))
     if as_json:
         click.echo(json.dumps({"ok": not problems, "problems": problems}, indent=2))
     else:
@@ -45,16 +46,21 @@ def check(path, rows, as_json) -> None:
 @click.option("--cache", required=True, help="Cache path.")
 @click.option("--names", "names_file", type=click.Path(exists=True, dir_okay=False), required=True,
               help="New label names, one per line.")
-@click.option("--unseen/--seen", default=True, show_default=True, help="Mark the new labels unseen or seen.")
-@click.option("--annotations", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--unseen/--seen", default=default(AddLabelsConfig, "unseen"), show_default=True,
+              help="Mark the new labels unseen or seen.")
+@click.option("--annotations", type=click.Path(exists=True, dir_okay=False),
+              default=default(AddLabelsConfig, "annotations"),
               help="CSV id,labels: images listed get +1/-1 on the new labels (others stay unannotated).")
-@click.option("--model", default=None, help="CLIP name or file [default: the cache's backbone].")
-@device_options
-@click.option("--download-root", default=None, help="Where named models are kept [$OVML_CLIP_CACHE].")
+@click.option("--model", default=default(AddLabelsConfig, "model"),
+              help="CLIP name or file [default: the cache's backbone].")
+@device_options(AddLabelsConfig)
+@click.option("--download-root", default=default(AddLabelsConfig, "download_root"),
+              help="Where named models are kept [$OVML_CLIP_CACHE].")
 @user_errors
 def add_labels(cache, names_file, unseen, annotations, model, gpu, device, download_root) -> None:
     """Append new label names to a cache with CLIP's text tower only (no image is re-read)."""
     from ..extract.add_labels import add_labels as append_labels
-    added = append_labels(cache, names_file, unseen, model, resolve_device(gpu, device), download_root, annotations)
+    added = append_labels(AddLabelsConfig(cache=cache, names_file=names_file, unseen=unseen, annotations=annotations,
+                                          model=model, device=resolve_device(gpu, device), download_root=download_root))
     click.echo(f"{cache}: added {len(added)} {'unseen' if unseen else 'seen'} label(s): {', '.join(added[:10])}"
                + (" ..." if len(added) > 10 else ""))

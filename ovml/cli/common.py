@@ -1,9 +1,31 @@
-"""What every command shares: one-line errors, the device options, list parsing."""
+"""What every command shares: one-line errors, the device options, list parsing, and the defaults
+of the config dataclasses (the only place they are written) in the form the options take them."""
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Callable, Iterable
 
 import click
+from click.core import ParameterSource
+
+
+def default(config: type, name: str):
+    """The default of field `name` of the config dataclass `config`: what an option carrying that
+    field defaults to, so that the command line and the library cannot drift apart."""
+    for field in dataclasses.fields(config):
+        if field.name == name:
+            if field.default is not dataclasses.MISSING:
+                return field.default
+            raise TypeError(f"{config.__name__}.{name} has no default; the command computes it")
+    raise TypeError(f"{config.__name__} has no field {name!r}")
+
+
+def comma_list(values: tuple | None) -> str | None:
+    """A tuple as an option writes it: ('a', 'b') -> 'a,b', (0.0, 0.5) -> '0,0.5', () -> 'none'."""
+    if values is None:
+        return None
+    return ",".join(f"{value:g}" if isinstance(value, float) else str(value) for value in values) or "none"
 
 from ..errors import OvmlError
 
@@ -22,24 +44,72 @@ def user_errors(command):
     return wrapper
 
 
-def device_options(command):
-    """`--gpu N` and `--device cpu|cuda:N` (resolved with `resolve_device`)."""
-    command = click.option("--device", default=None, help="torch device: cpu or cuda:N (default cpu).")(command)
-    return click.option("--gpu", type=int, default=None, help="Use cuda:N.")(command)
+def device_options(config: type):
+    """`--gpu N` and `--device cpu|cuda:N` (resolved with `resolve_device`), defaulting to
+    `config`'s device."""
+    def decorate(command):
+        command = click.option("--device", default=default(config, "device"), show_default=True,
+                               help="torch device: cpu or cuda:N.")(command)
+        return click.option("--gpu", type=int, default=None, help="Use cuda:N (instead of --device).")(command)
+    return decorate
 
 
-def amp_option(command):
+def amp_option(config: type):
     """`--amp bf16|fp16`: mixed precision for the head on CUDA (ignored, said once, elsewhere)."""
-    return click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=None,
+    return click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=default(config, "amp"),
                         help="Autocast the head in bf16 or fp16 on CUDA (fp16 adds loss scaling); "
-                        "on the CPU the head stays float32 and a line says so.")(command)
+                        "on the CPU the head stays float32 and a line says so.")
 
 
-def resolve_device(gpu: int | None, device: str | None) -> str:
-    """The torch device named by `--gpu` or `--device` (cpu when neither is given)."""
-    if gpu is not None and device is not None:
+def resolve_device(gpu: int | None, device: str) -> str:
+    """The torch device named by `--gpu` or `--device` (--device's default when neither is given)."""
+    given = click.get_current_context().get_parameter_source("device")
+    if gpu is not None and given not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
         raise click.UsageError("give --gpu or --device, not both")
-    return f"cuda:{gpu}" if gpu is not None else (device or "cpu")
+    return f"cuda:{gpu}" if gpu is not None else device
+
+
+def dataset_names() -> list[str]:
+    """The dataset adapters' names (extract/datasets ADAPTERS)."""
+    from ..extract.datasets import ADAPTERS
+    return list(ADAPTERS)
+
+
+def head_names() -> list[str]:
+    """The registered heads' names (heads HEADS, then any that only a ViT reading has)."""
+    from ..heads import HEADS, VIT_HEADS
+    return list(dict.fromkeys([*HEADS, *VIT_HEADS]))
+
+
+def default_prompt() -> str:
+    """CLIP's own template, used when no --prompts is given (extract/text.py DEFAULT_PROMPTS)."""
+    from ..extract.text import DEFAULT_PROMPTS
+    return " ".join(repr(template) for template in DEFAULT_PROMPTS)
+
+
+class RegistryChoice(click.Choice):
+    """One of a registry's names, read when first needed: the registries import numpy or torch,
+    which `import ovml.cli` must not."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]):
+        self.names, self.case_sensitive = names, True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self.names())
+
+
+class DefaultFrom(click.Option):
+    """An option whose help ends with `[default: ...]` written, when help is shown, by
+    `default_text` from a library table that imports torch (which `import ovml.cli` must not)."""
+
+    def __init__(self, *args, default_text: Callable[[], str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.default_text = default_text
+
+    def get_help_record(self, ctx):
+        record = super().get_help_record(ctx)
+        return record and (record[0], f"{record[1]}  [default: {self.default_text()}]")
 
 
 def split_list(value: str | None) -> tuple[str, ...] | None:

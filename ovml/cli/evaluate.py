@@ -5,7 +5,13 @@ import os
 
 import click
 
-from .common import amp_option, device_options, parse_floats, resolve_device, user_errors
+from ..config import KS, LARGE_VOCABULARY, LARGE_VOCABULARY_KS, EvalConfig
+from .common import NAMES, amp_option, comma_list, default, device_options, parse_floats, resolve_device, user_errors
+
+
+def alpha_text(alphas: tuple[float, ...], auto: bool) -> str:
+    """((0.0,), True) -> '0,auto': EvalConfig's alphas and alpha_auto as --alpha writes them."""
+    return ",".join([f"{a:g}" for a in alphas] + (["auto"] if auto else []))
 
 
 def parse_alphas(alpha: str) -> tuple[tuple[float, ...], bool]:
@@ -21,29 +27,33 @@ def parse_alphas(alpha: str) -> tuple[tuple[float, ...], bool]:
 @click.option("--cache", default=None, help="Cache path [default: the only cache under cache/].")
 @click.option("--head", "heads", multiple=True,
               help="Run folder of a trained head (repeatable) [default: newest run under runs/ on this cache].")
-@click.option("--split", type=click.Choice(["unseen", "all", "seen"]), default="unseen", show_default=True,
-              help="unseen: ZSL; all: GZSL; seen: seen labels only.")
-@click.option("--alpha", default="0,auto", show_default=True,
-              help="Interpolation weight(s) with CLIP's global feature: A, A,B,..., and/or auto.")
-@click.option("--k", "ks", default=None, help="Top-K list [default: 3,5; 10,20 above 5,000 labels].")
-@click.option("--baselines", default="clip-ml,dense", show_default=True, help="Training-free rows, or 'none'.")
-@click.option("--dense-top-k", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--split", type=click.Choice(["unseen", "all", "seen"]), default=default(EvalConfig, "split"),
+              show_default=True, help="unseen: ZSL; all: GZSL; seen: seen labels only.")
+@click.option("--alpha", default=alpha_text(default(EvalConfig, "alphas"), default(EvalConfig, "alpha_auto")),
+              show_default=True, help="Interpolation weight(s) with CLIP's global feature: A, A,B,..., and/or auto.")
+@click.option("--k", "ks", default=comma_list(default(EvalConfig, "ks")),
+              help=f"Top-K list [default: {comma_list(KS)}; {comma_list(LARGE_VOCABULARY_KS)} above "
+                   f"{LARGE_VOCABULARY:,} labels].")
+@click.option("--baselines", type=NAMES, default=comma_list(default(EvalConfig, "baselines")), show_default=True,
+              help="Training-free rows, or 'none'.")
+@click.option("--dense-top-k", type=click.IntRange(1), default=default(EvalConfig, "dense_top_k"), show_default=True)
 @click.option("--out", default=None, help="Folder for metrics.json, report.md, plots [default: runs/eval-<cache>-<split>].")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
-@click.option("--image-split", default="test", show_default=True, help="Cache split holding the test images.")
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
-@click.option("--scratch", default=None,
+@click.option("--image-split", default=default(EvalConfig, "image_split"), show_default=True,
+              help="Cache split holding the test images.")
+@click.option("--batch-size", type=click.IntRange(1), default=default(EvalConfig, "batch_size"), show_default=True)
+@click.option("--scratch", default=default(EvalConfig, "scratch"),
               help="Folder for the temporary score store, deleted afterwards; about 4 bytes x annotated "
                    "entries x scored rows [default: the system's temp folder].")
-@device_options
-@amp_option
-@click.option("--allow-partial", is_flag=True, help="Evaluate the finished units of an incomplete cache.")
+@device_options(EvalConfig)
+@amp_option(EvalConfig)
+@click.option("--allow-partial", is_flag=True, default=default(EvalConfig, "allow_partial"),
+              help="Evaluate the finished units of an incomplete cache.")
 @user_errors
 def eval_command(cache, heads, split, alpha, ks, baselines, dense_top_k, out, as_json, image_split, batch_size,
                  scratch, gpu, device, amp, allow_partial) -> None:
     """Score ZSL/GZSL with LESA's protocol: CLIP-ML, dense CLIP and trained heads at each alpha."""
     import json
-    from ..config import EvalConfig
     from ..locate import cache_stem, newest_run_for, only_cache
     from ..evaluation.report import evaluate_and_report, table
     cache = cache or only_cache()
@@ -56,8 +66,7 @@ def eval_command(cache, heads, split, alpha, ks, baselines, dense_top_k, out, as
             click.echo(f"head: {newest} (newest run on this cache)" if newest else
                        "no trained head found for this cache under runs/: baselines only")
     config = EvalConfig(cache=cache, heads=tuple(heads), split=split, alphas=alphas, alpha_auto=auto,
-                        ks=tuple(int(k) for k in parse_floats(ks, "--k")) if ks else None,
-                        baselines=() if baselines == "none" else tuple(b.strip() for b in baselines.split(",")),
+                        ks=tuple(int(k) for k in parse_floats(ks, "--k")) if ks else None, baselines=baselines,
                         out=out, device=resolve_device(gpu, device), amp=amp, image_split=image_split,
                         batch_size=batch_size, dense_top_k=dense_top_k, allow_partial=allow_partial,
                         scratch=scratch, progress=not as_json)

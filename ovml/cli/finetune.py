@@ -5,34 +5,43 @@ import os
 
 import click
 
-from .common import device_options, resolve_device, user_errors
+from ..config import FinetuneConfig
+from .common import RegistryChoice, dataset_names, default, device_options, resolve_device, user_errors
 
 
 @click.command()
-@click.option("--dataset", type=click.Choice(["folder", "nuswide", "openimages", "coco"]), required=True,
-              help="Dataset adapter, as for extract.")
+@click.option("--dataset", type=RegistryChoice(dataset_names), required=True, help="Dataset adapter, as for extract.")
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="Dataset root [default: $OVML_DATA/<dataset> or data/<dataset>].")
-@click.option("--model", default="RN50", show_default=True, help="CLIP name or local weights file to start from.")
+@click.option("--model", default=default(FinetuneConfig, "model"), show_default=True,
+              help="CLIP name or local weights file to start from.")
 @click.option("--out", required=True, help="Where to write the fine-tuned CLIP (a state dict for extract --model).")
-@click.option("--epochs", type=click.IntRange(1), default=5, show_default=True)
-@click.option("--lr", type=float, default=1e-5, show_default=True, help="One-cycle maximum learning rate (Adam).")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--logit-scale", type=float, default=None, help="Cosines times this in the ranking loss "
-              "[default: CLIP's own, 100].")
-@device_options
-@click.option("--split", default="train", show_default=True, help="The dataset split to train on.")
-@click.option("--prompts", default=None, help="'imagenet80' or a template file, as for extract.")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images of the split.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Image decode processes.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
-@click.option("--download-root", default=None, help="Where named models are kept [$OVML_CLIP_CACHE].")
-@click.option("--images", default=None, help="Image folder, where not under the adapter's default place.")
-@click.option("--unseen", default=None, help="coco: file of unseen label names.")
-@click.option("--placeholder", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="nuswide: Flickr's placeholder image.")
+@click.option("--epochs", type=click.IntRange(1), default=default(FinetuneConfig, "epochs"), show_default=True)
+@click.option("--lr", type=float, default=default(FinetuneConfig, "lr"), show_default=True,
+              help="One-cycle maximum learning rate (Adam).")
+@click.option("--weight-decay", type=float, default=default(FinetuneConfig, "weight_decay"), show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=default(FinetuneConfig, "batch_size"), show_default=True)
+@click.option("--logit-scale", type=float, default=default(FinetuneConfig, "logit_scale"),
+              help="Cosines times this in the ranking loss [default: CLIP's own].")
+@device_options(FinetuneConfig)
+@click.option("--split", default=default(FinetuneConfig, "split"), show_default=True,
+              help="The dataset split to train on.")
+@click.option("--prompts", default=default(FinetuneConfig, "prompts"),
+              help="'imagenet80' or a template file, as for extract.")
+@click.option("--limit", type=click.IntRange(1), default=default(FinetuneConfig, "limit"),
+              help="Only the first N images of the split.")
+@click.option("--seed", type=int, default=default(FinetuneConfig, "seed"), show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=default(FinetuneConfig, "workers"), show_default=True,
+              help="Image decode processes.")
+@click.option("--threads", type=click.IntRange(1), default=default(FinetuneConfig, "threads"),
+              help="torch CPU threads.")
+@click.option("--download-root", default=default(FinetuneConfig, "download_root"),
+              help="Where named models are kept [$OVML_CLIP_CACHE].")
+@click.option("--images", default=default(FinetuneConfig, "images"),
+              help="Image folder, where not under the adapter's default place.")
+@click.option("--unseen", default=default(FinetuneConfig, "unseen"), help="coco: file of unseen label names.")
+@click.option("--placeholder", type=click.Path(exists=True, dir_okay=False),
+              default=default(FinetuneConfig, "placeholder"), help="nuswide: Flickr's placeholder image.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output and start again.")
 @user_errors
 def finetune(dataset, root, model, out, epochs, lr, weight_decay, batch_size, logit_scale, gpu, device, split,
@@ -42,7 +51,6 @@ def finetune(dataset, root, model, out, epochs, lr, weight_decay, batch_size, lo
     The text tower stays frozen. Every epoch is checkpointed beside OUT; rerunning the same
     command resumes. `ovml extract --model OUT` then builds the fine-tuned cache.
     """
-    from ..config import FinetuneConfig
     from ..train.finetune import finetune as run_finetune
     root = root or os.path.join(os.environ.get("OVML_DATA", "data"), dataset)
     config = FinetuneConfig(dataset=dataset, root=root, out=out, model=model, epochs=epochs, lr=lr,

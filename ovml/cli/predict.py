@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .common import device_options, resolve_device, user_errors
+from ..config import DEFAULT_MODEL, PredictConfig
+from .common import DefaultFrom, default, default_prompt, device_options, resolve_device, user_errors
 
 
 @click.command()
@@ -11,26 +12,32 @@ from .common import device_options, resolve_device, user_errors
 @click.option("--labels", default=None, help='Comma-separated label names, e.g. "dog,beach,sunset".')
 @click.option("--labels-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="File with one label name per line.")
-@click.option("--head", default=None, help="Run folder of a trained head [default: CLIP-ML alone].")
-@click.option("--model", default=None, help="CLIP name or weights file [default: the head's, else RN50].")
-@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True)
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--head", default=default(PredictConfig, "head"),
+              help="Run folder of a trained head [default: CLIP-ML alone].")
+@click.option("--model", default=default(PredictConfig, "model"),
+              help=f"CLIP name or weights file [default: the head's, else {DEFAULT_MODEL}].")
+@click.option("--top-k", type=click.IntRange(1), default=default(PredictConfig, "top_k"), show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1), default=default(PredictConfig, "alpha"), show_default=True,
               help="Interpolation with CLIP's global feature (with --head).")
-@click.option("--prompts", default=None, help="'imagenet80' or a template file "
-              "[default: the head's cache's templates, else 'a photo of a {}.'].")
-@click.option("--explain", "explain_dir", default=None, help="Write attention-map PNGs (needs --head) here.")
+@click.option("--prompts", default=default(PredictConfig, "prompts"), cls=DefaultFrom,
+              default_text=lambda: f"the head's cache's templates, else {default_prompt()}",
+              help="'imagenet80' or a template file.")
+@click.option("--explain", "explain_dir", default=default(PredictConfig, "explain"),
+              help="Write attention-map PNGs (needs --head) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@device_options
-@click.option("--download-root", default=None, help="Where named models are kept [$OVML_CLIP_CACHE].")
+@device_options(PredictConfig)
+@click.option("--download-root", default=default(PredictConfig, "download_root"),
+              help="Where named models are kept [$OVML_CLIP_CACHE].")
 @user_errors
 def predict(images, labels, labels_file, head, model, top_k, alpha, prompts, explain_dir, as_json, gpu, device,
             download_root) -> None:
     """Top-K labels of new images for any label list (open vocabulary)."""
     import json
     from ..predict.predictor import Predictor, expand_images, read_label_names
-    names = read_label_names(labels, labels_file)
-    predictor = Predictor(model, head, resolve_device(gpu, device), download_root, prompts)
-    predictions = predictor.predict(expand_images(list(images)), names, top_k, alpha, explain=explain_dir)
+    config = PredictConfig(head=head, model=model, labels=tuple(read_label_names(labels, labels_file)), top_k=top_k,
+                           alpha=alpha, explain=explain_dir, prompts=prompts, device=resolve_device(gpu, device),
+                           download_root=download_root)
+    predictions = Predictor(config).predict(expand_images(list(images)))
     written = [p.explanation for p in predictions if p.explanation]
     if as_json:
         click.echo(json.dumps([p.as_json() for p in predictions], indent=2))

@@ -3,27 +3,33 @@ from __future__ import annotations
 
 import click
 
-from .common import device_options, resolve_device, user_errors
+from ..config import DEFAULT_MODEL, PredictConfig, ServeConfig
+from .common import default, device_options, resolve_device, user_errors
 
 
 @click.command()
-@click.option("--head", default=None, help="Run folder of a trained head [default: CLIP-ML alone, no attention maps].")
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--head", default=default(PredictConfig, "head"),
+              help="Run folder of a trained head [default: CLIP-ML alone, no attention maps].")
+@click.option("--host", default=default(ServeConfig, "host"), show_default=True,
               help="Address to bind; anything but loopback exposes the page to other machines.")
-@click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True, help="TCP port (0: any free one).")
-@click.option("--model", default=None, help="CLIP ResNet name or weights file [default: the head's, else RN50].")
-@click.option("--prompts", default=None, help="'imagenet80' or a template file [default: the head's cache's].")
-@device_options
-@click.option("--download-root", default=None, help="Where named models are kept [$OVML_CLIP_CACHE].")
+@click.option("--port", type=click.IntRange(0, 65535), default=default(ServeConfig, "port"), show_default=True,
+              help="TCP port (0: any free one).")
+@click.option("--model", default=default(PredictConfig, "model"),
+              help=f"CLIP ResNet name or weights file [default: the head's, else {DEFAULT_MODEL}].")
+@click.option("--prompts", default=default(PredictConfig, "prompts"),
+              help="'imagenet80' or a template file [default: the head's cache's].")
+@device_options(PredictConfig)
+@click.option("--download-root", default=default(PredictConfig, "download_root"),
+              help="Where named models are kept [$OVML_CLIP_CACHE].")
 @user_errors
 def serve(head, host, port, model, prompts, gpu, device, download_root) -> None:
     """Serve a page to tag images with any labels: ranked scores, attention maps, an alpha slider.
 
     Also a JSON endpoint: POST /api/predict with a multipart form (image, labels, top_k, alpha).
     """
-    from ..config import ServeConfig
     from ..serve import serve as run_server
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"note: binding {host}: anyone who can reach this machine can use the page", err=True)
-    run_server(ServeConfig(head=head, host=host, port=port, device=resolve_device(gpu, device), model=model,
-                           prompts=prompts, download_root=download_root), echo=click.echo)
+    tagger = PredictConfig(head=head, model=model, prompts=prompts, device=resolve_device(gpu, device),
+                           download_root=download_root)
+    run_server(ServeConfig(tagger=tagger, host=host, port=port), echo=click.echo)

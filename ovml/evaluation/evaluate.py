@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..cache.reader import CacheReader
-from ..config import EvalConfig
+from ..config import KS, LARGE_VOCABULARY, LARGE_VOCABULARY_KS, EvalConfig
 from ..errors import UsageError
 from ..metrics.stream import Recipe, StreamingMetrics
 from ..precision import mixed_precision
@@ -69,8 +69,8 @@ def evaluated_labels(config: EvalConfig) -> np.ndarray:
 
 
 def default_ks(num_labels: int) -> tuple[int, ...]:
-    """K = 3, 5, or 10, 20 for vocabularies above 5,000 labels (Open Images)."""
-    return (10, 20) if num_labels > 5000 else (3, 5)
+    """The top-K of P/R/F1 that LESA reports: larger for vocabularies of Open Images' size."""
+    return LARGE_VOCABULARY_KS if num_labels > LARGE_VOCABULARY else KS
 
 
 def head_recipes(key: str, alphas: list[float]) -> dict[float, Recipe]:

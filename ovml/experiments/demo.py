@@ -18,7 +18,7 @@ import numpy as np
 
 from ..cache import store as backends
 from ..cache.reader import CacheReader
-from ..config import PAPER_SETTINGS, EvalConfig, TrainConfig
+from ..config import PAPER_SETTINGS, DemoConfig, EvalConfig, TrainConfig
 from ..synthetic.planted import WORLDS, PlantedWorld, write_planted_world
 from ..evaluation.evaluate import Evaluation, evaluate_cache
 from ..evaluation.report import table, write_report
@@ -69,10 +69,10 @@ def kind_lines(evaluation: Evaluation) -> list[str]:
     return lines
 
 
-def run_demo(out: str = "runs/demo", seed: int = 0, quick: bool = False,
-             echo: Callable[[str], None] = print) -> list[str]:
+def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> list[str]:
     """Build the world, train the head (defaults, and the paper's settings), evaluate ZSL and GZSL."""
     started = time.perf_counter()
+    out, seed, quick = config.out, config.seed, config.quick
     world = demo_world(seed, quick)
     echo(f"ovml demo: a SYNTHETIC planted world ({world.seen} seen + {world.unseen} unseen labels, half of "
          f"them scenes, half objects; {world.train_images} train / {world.test_images} test images, "

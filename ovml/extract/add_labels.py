@@ -15,10 +15,11 @@ import numpy as np
 from ..cache import store as backends
 from ..cache.reader import CacheReader
 from ..cache.schema import CacheError
+from ..config import AddLabelsConfig
 from ..errors import UsageError
 from .backbone import load_backbone
 from .backbone.weights import resolve_weights
-from .text import embed_labels
+from .text import DEFAULT_PROMPTS, embed_labels
 
 JOURNAL = "adding_labels"
 WRITE_ENTRIES = 1 << 24  # label entries per write of new columns (16 MB of int8)
@@ -108,18 +109,17 @@ def check_same_model(reader: CacheReader, model: str, download_root: str | None)
                          f"(sha256 {sha256[:12]}... vs {str(reader.backbone.get('weights_sha256'))[:12]}...)")
 
 
-def prepare(cache: str, names_file: str, unseen: bool, model: str | None, device: str,
-            download_root: str | None, annotations: str | None, progress: bool) -> tuple[NewLabels, int]:
+def prepare(config: AddLabelsConfig) -> tuple[NewLabels, int]:
     """Everything slow: read and embed the new names. Writes nothing."""
-    with CacheReader(cache) as reader:
-        names = read_names(names_file, set(reader.ids) | set(reader.names))
-        model = model or reader.backbone.get("name")
-        check_same_model(reader, model, download_root)
-        backbone = load_backbone(model, device, download_root)
-        text = embed_labels(backbone.model, names, reader.prompts or ["a photo of a {}."], backbone.device,
-                            progress=progress)
-        found = read_annotations(annotations, names, reader) if annotations else {}
-        return NewLabels(names, text, not unseen, found), reader.num_labels
+    with CacheReader(config.cache) as reader:
+        names = read_names(config.names_file, set(reader.ids) | set(reader.names))
+        model = config.model or reader.backbone.get("name")
+        check_same_model(reader, model, config.download_root)
+        backbone = load_backbone(model, config.device, config.download_root)
+        text = embed_labels(backbone.model, names, reader.prompts or list(DEFAULT_PROMPTS), backbone.device,
+                            progress=config.progress)
+        found = read_annotations(config.annotations, names, reader) if config.annotations else {}
+        return NewLabels(names, text, not config.unseen, found), reader.num_labels
 
 
 def write_new_columns(matrix, old_count: int, annotations: AnnotatedRows | None) -> None:
@@ -180,13 +180,11 @@ def roll_back_interrupted(cache: str) -> bool:
         store.close()
 
 
-def add_labels(cache: str, names_file: str, unseen: bool = True, model: str | None = None,
-               device: str = "cpu", download_root: str | None = None, annotations: str | None = None,
-               progress: bool = True) -> list[str]:
-    """Append the labels of `names_file` to the cache; returns the names added."""
-    if not backends.exists(cache):
-        raise CacheError(f"{cache}: no cache here")
-    roll_back_interrupted(cache)
-    new, old_count = prepare(cache, names_file, unseen, model, device, download_root, annotations, progress)
-    commit(cache, new, old_count)
+def add_labels(config: AddLabelsConfig) -> list[str]:
+    """Append the labels of `config.names_file` to the cache; returns the names added."""
+    if not backends.exists(config.cache):
+        raise CacheError(f"{config.cache}: no cache here")
+    roll_back_interrupted(config.cache)
+    new, old_count = prepare(config)
+    commit(config.cache, new, old_count)
     return new.names

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..config import DEFAULT_MODEL, PredictConfig
 from ..errors import UsageError
 from ..extract.backbone import Backbone, load_backbone
 from ..extract.backbone.weights import resolve_weights
@@ -106,19 +107,20 @@ def load_picture(item: ImageInput, index: int) -> tuple[Image.Image | None, str,
 class Predictor:
     """CLIP (and optionally a trained head) loaded once, scoring images against any label list."""
 
-    def __init__(self, model: str | None = None, head: str | None = None, device: str = "cpu",
-                 download_root: str | None = None, prompts: str | None = None):
-        self.run = head
-        trained_on = RunFolder(head).read_config()["cache"] if head else {}
+    def __init__(self, config: PredictConfig = PredictConfig()):
+        self.config = config
+        self.run = config.head
+        trained_on = RunFolder(config.head).read_config()["cache"] if config.head else {}
         self.cache_path: str | None = trained_on.get("path")
-        model = model or trained_on.get("backbone", {}).get("name") or "RN50"
-        check_head_backbone(trained_on, model, download_root)
-        self.templates = load_prompts(prompts) if prompts or not trained_on.get("prompts") else trained_on["prompts"]
-        self.backbone: Backbone = load_backbone(model, device, download_root)
+        model = config.model or trained_on.get("backbone", {}).get("name") or DEFAULT_MODEL
+        check_head_backbone(trained_on, model, config.download_root)
+        self.templates = (load_prompts(config.prompts) if config.prompts or not trained_on.get("prompts")
+                          else trained_on["prompts"])
+        self.backbone: Backbone = load_backbone(model, config.device, config.download_root)
         self.head: TrainedHead | None = None
-        if head:
+        if config.head:
             pool = pool_tensors(self.backbone.pool_weights(), self.backbone.device)
-            self.head = load_trained_head(head, pool, self.backbone.num_heads, self.backbone.device)
+            self.head = load_trained_head(config.head, pool, self.backbone.num_heads, self.backbone.device)
         self._text: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
 
     @property
@@ -171,11 +173,18 @@ class Predictor:
         grid = self.backbone.grid
         return maps[0].reshape(len(columns), grid[0], grid[1]).float().cpu().numpy()      # (k, H, W)
 
-    def predict(self, images: ImageInput | list[ImageInput], labels: str | list[str], top_k: int = 5,
-                alpha: float = 0.0, batch_size: int = 32, attention: bool = False,
-                explain: str | None = None) -> list[Prediction]:
-        """Top-K of `labels` per image, best first. `attention` keeps each predicted label's
-        attention map and the decoded image; `explain` also writes them as PNGs into that folder."""
+    def predict(self, images: ImageInput | list[ImageInput], labels: str | list[str] | None = None,
+                top_k: int | None = None, alpha: float | None = None, batch_size: int | None = None,
+                attention: bool = False, explain: str | None = None) -> list[Prediction]:
+        """Top-K of `labels` per image, best first; `labels`, `top_k`, `alpha`, `batch_size` and
+        `explain` left None are the config's. `attention` keeps each predicted label's attention map
+        and the decoded image; `explain` also writes them as PNGs into that folder."""
+        config = self.config
+        labels = config.labels if labels is None else labels
+        top_k = config.top_k if top_k is None else top_k
+        alpha = config.alpha if alpha is None else alpha
+        batch_size = config.batch_size if batch_size is None else batch_size
+        explain = config.explain if explain is None else explain
         if isinstance(images, (str, bytes, os.PathLike, Image.Image)):
             images = [images]
         if not 0 <= alpha <= 1:

@@ -14,10 +14,10 @@ def serve(config: ServeConfig, echo: Callable[[str], None] = print) -> None:
     """Load the head and its CLIP once, then serve the page until interrupted (Ctrl-C)."""
     from ..predict.predictor import Predictor
     from .app import make_server
-    tagger = Predictor(config.model, config.head, config.device, config.download_root, config.prompts)
-    server = make_server(tagger, config.host, config.port, log=echo)
+    tagger = Predictor(config.tagger)
+    server = make_server(tagger, config, log=echo)
     echo(f"ovml serve: {server.url} ({tagger.backbone.name}"
-         + (f", head {config.head}" if config.head else ", CLIP-ML alone") + "; Ctrl-C to stop)")
+         + (f", head {config.tagger.head}" if config.tagger.head else ", CLIP-ML alone") + "; Ctrl-C to stop)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -20,12 +20,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Callable
 
+from ..config import ServeConfig
 from ..errors import UsageError
 from .forms import FormField, RequestError, parse_form
 
 MAX_BODY = 32 * 1024 * 1024   # bytes of one request (an image of a few megapixels is far less)
 MAX_LABELS = 1000             # label names in one request
-DEFAULT_TOP_K = 5
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 
@@ -51,7 +51,7 @@ class TaggingServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.log = log
         self.info = {"model": os.path.basename(tagger.backbone.name), "head": os.path.basename(os.path.normpath(tagger.run or "")),
-                     "attention": tagger.has_attention, "top_k": DEFAULT_TOP_K,
+                     "attention": tagger.has_attention, "top_k": tagger.config.top_k,
                      "vocabulary": tagger.vocabulary()}
 
     @property
@@ -60,10 +60,11 @@ class TaggingServer(ThreadingHTTPServer):
         return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def number(fields: dict[str, FormField], name: str, kind: type, default, low, high):
-    """An optional numeric field within [low, high], or a 400 naming it."""
+def number(fields: dict[str, FormField], name: str, kind: type, low, high):
+    """An optional numeric field within [low, high] (None when absent: the tagger's default), or a 400
+    naming it."""
     if name not in fields or not fields[name].text:
-        return default
+        return None
     try:
         value = kind(fields[name].text)
     except ValueError:
@@ -99,8 +100,8 @@ def predict_form(server: TaggingServer, fields: dict[str, FormField]) -> dict:
         raise RequestError(400, "no labels: send label names, comma-separated, as the form field 'labels'")
     if len(names) > MAX_LABELS:
         raise RequestError(400, f"too many labels ({len(names)}; at most {MAX_LABELS} a request)")
-    top_k = number(fields, "top_k", int, DEFAULT_TOP_K, 1, MAX_LABELS)
-    alpha = number(fields, "alpha", float, 0.0, 0.0, 1.0)
+    top_k = number(fields, "top_k", int, 1, MAX_LABELS)
+    alpha = number(fields, "alpha", float, 0.0, 1.0)
     attention = "attention" in fields and fields["attention"].text.lower() in ("1", "true", "yes", "on")
     attention = attention and server.tagger.has_attention
     with server.lock:
@@ -191,7 +192,6 @@ class TaggingHandler(BaseHTTPRequestHandler):
             self.server.log(f"{self.address_string()} {format % args}")
 
 
-def make_server(tagger, host: str = "127.0.0.1", port: int = 7860,
-                log: Callable[[str], None] | None = None) -> TaggingServer:
-    """A server for `tagger` (a loaded `Predictor`) bound to host:port (port 0: any free one)."""
-    return TaggingServer((host, port), tagger, log)
+def make_server(tagger, config: ServeConfig, log: Callable[[str], None] | None = None) -> TaggingServer:
+    """A server for `tagger` (a loaded `Predictor`) bound to `config`'s host and port (0: any free one)."""
+    return TaggingServer((config.host, config.port), tagger, log)
