@@ -155,15 +155,15 @@ def test_dataset_and_head_choices_come_from_the_adapter_table_and_the_head_regis
 def test_evaluate_with_only_a_cache_and_heads_scores_the_rows_of_ovml_eval(small_world, tmp_path):
     from click.testing import CliRunner
 
-    from ovml.api import evaluate, train_head
+    import ovml
     from ovml.cli import main
     run = str(tmp_path / "run")
-    train_head(TrainConfig(cache=small_world, out=run, epochs=1, lr=1e-2, pseudo_unseen=0.2, progress=False))
+    ovml.train_head(TrainConfig(cache=small_world, out=run, epochs=1, lr=1e-2, pseudo_unseen=0.2, progress=False))
     result = CliRunner().invoke(main, ["eval", "--cache", small_world, "--head", run, "--json",
                                        "--out", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
     command = json.loads(result.output)
-    library = evaluate(EvalConfig(small_world, (run,))).summary   # ovml.evaluate
+    library = ovml.evaluate(EvalConfig(small_world, (run,))).summary
     assert library["rows"] == command["rows"] and library["notes"] == command["notes"]
     assert {(row["method"], row["alpha"]) for row in library["rows"]} >= {("clip-ml", None), ("dense", None),
                                                                            ("ovml", 0.0)}
