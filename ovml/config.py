@@ -61,7 +61,7 @@ class TrainConfig:
                                          # started where the untrained head's logits spread by 2 (paper: 100)
     rank_loss: str = "softplus"          # softplus (OVML, Fast0Tag) or hinge (LESA/BiAM); heads with
                                          # their own loss (zssdl, biam, lesa) use theirs
-    # The OVML head's settings below: None takes the backbone's default (train/trainer.py
+    # The OVML head's settings below: None takes the backbone's default (heads/settings.py
     # BACKBONE_DEFAULTS); a ViT cache refuses values its head has no form for.
     q_init: str | None = None            # F_q's start: dense (attention starts as dense CLIP's similarity;
                                          # ResNet default), random (the paper's; ViT default) or pinv (ResNet)

@@ -8,11 +8,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 from ovml.cache.reader import CacheReader
 from ovml.cli import main
-from ovml.heads.base import cosine_scores
+from ovml.heads.base import EPS, cosine_scores
 from ovml.metrics.protocol import evaluate
 from ovml.cache.batches import cache_pool
 from ovml.train.saved_head import load_trained_head
@@ -24,6 +25,14 @@ def run(*args: str):
     return result
 
 
+def interpolate(features: torch.Tensor, global_embedding: torch.Tensor, alpha: float) -> torch.Tensor:
+    """docs/method.md's f_ij = (1 - alpha) o_ij/|o_ij| + alpha g_i/|g_i|: (N, L, D), (N, D) -> (N, L, D)."""
+    head = F.normalize(features, dim=-1, eps=EPS)
+    image = F.normalize(global_embedding, dim=-1, eps=EPS)[:, None, :]         # (N, 1, D)
+    return (1 - alpha) * head + alpha * image
+
+
+@pytest.mark.slow  # trained_run: 10 epochs
 def test_eval_writes_report_plots_and_json(planted_world, trained_run, tmp_path):
     out = str(tmp_path / "report")
     result = run("eval", "--cache", planted_world, "--head", trained_run, "--alpha", "0,0.5,1,auto",
@@ -47,6 +56,7 @@ def test_eval_writes_report_plots_and_json(planted_world, trained_run, tmp_path)
     assert parsed["rows"][0]["method"] == "clip-ml"
 
 
+@pytest.mark.slow  # trained_run: 10 epochs
 def test_alpha_zero_is_the_head_alone_and_one_is_clip_ml(planted_world, trained_run):
     metrics = json.loads(run("eval", "--cache", planted_world, "--head", trained_run, "--split", "all",
                              "--alpha", "0,1", "--baselines", "clip-ml", "--json").output)
@@ -68,6 +78,7 @@ def test_alpha_zero_is_the_head_alone_and_one_is_clip_ml(planted_world, trained_
     assert direct["F1@3"] == pytest.approx(rows[("ovml", 0.0)]["F1@3"], abs=1e-3)
 
 
+@pytest.mark.slow  # trained_run: 10 epochs
 def test_default_cache_and_newest_head(planted_world, trained_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     os.makedirs("cache")
@@ -108,7 +119,6 @@ def test_labels_without_positives_count_as_zero(small_world, tmp_path):
 
 def test_every_alpha_from_one_forward_equals_interpolation():
     """eval's per-alpha algebra (HeadParts) equals scoring docs/method.md's interpolated features."""
-    from ovml.heads.base import interpolate
     from ovml.evaluation.scoring import HeadParts, normalise
     generator = torch.Generator().manual_seed(0)
     features, global_embedding = torch.randn(6, 4, 8, generator=generator), torch.randn(6, 8, generator=generator)

@@ -122,11 +122,11 @@ def in_memory(reader, selection, columns, heads, head_alphas, baselines, ks) -> 
     pool, text = cache_pool(reader, device), torch.from_numpy(reader.text[columns])
     base, parts, labels = {name: [] for name in baselines}, [[] for _ in heads], []
     for batch in BatchStream(reader, selection, 256, prefetch=2).epoch(seed=0, shuffle=False):
-        spatial, global_embedding = batch_tensors(batch, device)
+        tokens, global_embedding = batch_tensors(batch, device)
         for name in baselines:
-            base[name].append(baseline_scores(name, spatial, global_embedding, text, pool, 3))
+            base[name].append(baseline_scores(name, tokens, global_embedding, text, pool, 3))
         for index, head in enumerate(heads):
-            parts[index].append(head_parts(head.module, spatial, global_embedding, text))
+            parts[index].append(head_parts(head.module, tokens, global_embedding, text))
         labels.append(batch["labels"][:, columns])
     labels = np.concatenate(labels)
     rows = [evaluate(np.concatenate(scores), labels, ks) for scores in base.values()]

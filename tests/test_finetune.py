@@ -74,8 +74,10 @@ def test_interrupted_finetune_resumes_to_the_same_weights(folder_dataset, tiny_c
         finetune(config_for(folder_dataset, tiny_clip, broken))
     monkeypatch.setattr(finetune_module.Finetuner, "epoch", real_epoch)
     assert os.path.exists(os.path.join(sidecar(broken), "checkpoint.pt")) and not os.path.exists(broken)
-    with pytest.raises(UsageError, match="other settings \\(lr\\)"):
+    with pytest.raises(UsageError, match="other settings \\(lr\\)") as refused:
         finetune(config_for(folder_dataset, tiny_clip, broken, lr=1e-4))
+    assert str(refused.value) == (f"{sidecar(broken)}: the run there has other settings (lr); resume it with its "
+                                  "own settings or pass --overwrite to start again")      # as train-head's (test_train)
     finetune(config_for(folder_dataset, tiny_clip, broken))
     left, right = read_state_dict(whole), read_state_dict(broken)
     assert all(torch.equal(left[key], right[key]) for key in left)

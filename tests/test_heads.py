@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from ovml.cache import pooling
 from ovml.cache.pooling import resnet_pool_global as clip_pool_global
 from ovml.heads.attention import OVMLHead, pinv_query
-from ovml.heads.base import cosine_scores, interpolate
-from ovml.heads.baselines import clip_ml_scores, dense_clip_scores
+from ovml.evaluation.scoring import clip_ml_scores
+from ovml.heads.base import EPS, cosine_scores
+from ovml.heads.baselines import dense_clip_scores
 from ovml.heads.linear import LinearHead
-from ovml.heads.registry import HEADS, build_head, head_from_options
+from ovml.heads.registry import HEADS, build_head
 
 C, D, GRID, HEADS_N, N, L = 64, 32, 3, 4, 5, 7
 HW = GRID * GRID
@@ -30,6 +31,13 @@ def random_pool(channels: int = C, embed_dim: int = D, seed: int = 0) -> dict[st
             "k_weight": randn(channels, channels) / channels ** 0.5, "k_bias": randn(channels) * 0.1,
             "v_weight": randn(channels, channels) / channels ** 0.5, "v_bias": randn(channels) * 0.1,
             "c_weight": randn(embed_dim, channels) / channels ** 0.5, "c_bias": randn(embed_dim) * 0.1}
+
+
+def interpolate(features: torch.Tensor, global_embedding: torch.Tensor, alpha: float) -> torch.Tensor:
+    """docs/method.md's f_ij = (1 - alpha) o_ij/|o_ij| + alpha g_i/|g_i|: (N, L, D), (N, D) -> (N, L, D)."""
+    head = F.normalize(features, dim=-1, eps=EPS)
+    image = F.normalize(global_embedding, dim=-1, eps=EPS)[:, None, :]         # (N, 1, D)
+    return (1 - alpha) * head + alpha * image
 
 
 @pytest.fixture
@@ -167,8 +175,8 @@ def test_head_rebuilds_from_options_and_state_dict(pool, inputs, name, options):
     with torch.no_grad():
         for parameter in head.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))                   # "trained"
-    saved = json.loads(json.dumps(head.options))
-    rebuilt = head_from_options(name, saved)
+    rebuilt = build_head(name, pool, HEADS_N, **json.loads(json.dumps(options)))  # as a run rebuilds its head
+    assert rebuilt.options == json.loads(json.dumps(head.options))
     rebuilt.load_state_dict(head.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(*inputs), head(*inputs), atol=0, rtol=0)
@@ -187,7 +195,7 @@ def test_linear_head_starts_as_clip_ml_and_expands(pool, inputs):
     head = LinearHead.from_pool(pool, HEADS_N, D)
     features = head(spatial, global_embedding, text)
     assert features.shape == (N, L, D) and features.stride(1) == 0              # a view, no copy
-    torch.testing.assert_close(cosine_scores(features, text), clip_ml_scores(global_embedding, text))
+    torch.testing.assert_close(cosine_scores(features, text), torch.from_numpy(clip_ml_scores(global_embedding, text)))
 
 
 def test_cosine_scores_and_interpolation(pool, inputs):
@@ -199,7 +207,7 @@ def test_cosine_scores_and_interpolation(pool, inputs):
     torch.testing.assert_close(cosine_scores(expanded, text), cosine_scores(expanded.contiguous(), text))
     torch.testing.assert_close(cosine_scores(interpolate(features, global_embedding, 0.0), text), expected)
     torch.testing.assert_close(cosine_scores(interpolate(features, global_embedding, 1.0), text),
-                               clip_ml_scores(global_embedding, text))
+                               torch.from_numpy(clip_ml_scores(global_embedding, text)))
     half = interpolate(features, global_embedding, 0.5)
     torch.testing.assert_close(half, 0.5 * F.normalize(features, dim=-1) + 0.5 * F.normalize(expanded, dim=-1))
 
@@ -236,7 +244,9 @@ def test_dense_clip_scores_against_a_loop(pool, inputs):
 
 
 def test_clip_ml_scores_is_cosine(inputs):
+    """CLIP-ML against unit text embeddings, as the cache holds them."""
     _, global_embedding, text = inputs
     expected = torch.tensor([[float(g @ t / g.norm() / t.norm()) for t in text] for g in global_embedding])
-    torch.testing.assert_close(clip_ml_scores(global_embedding, 3 * text), expected)
-    assert math.isclose(float(clip_ml_scores(global_embedding[:1], global_embedding[:1])), 1.0, rel_tol=1e-6)
+    torch.testing.assert_close(torch.from_numpy(clip_ml_scores(3 * global_embedding, text)), expected)
+    unit = F.normalize(global_embedding[:1], dim=-1)
+    assert math.isclose(float(clip_ml_scores(global_embedding[:1], unit)[0, 0]), 1.0, rel_tol=1e-6)

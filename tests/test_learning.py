@@ -22,6 +22,7 @@ def world(request, tmp_path_factory) -> tuple[str, str]:
     return request.param, write_planted_world(str(tmp_path_factory.mktemp(request.param) / "world.zarr"), shape)
 
 
+@pytest.mark.slow  # 10 epochs
 def test_defaults_beat_the_training_free_scorers(world, tmp_path):
     kind, cache = world
     runner = CliRunner()

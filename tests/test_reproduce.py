@@ -13,7 +13,7 @@ from ovml.cli import main
 from ovml.config import ReproduceConfig
 from ovml.errors import UsageError
 from ovml.experiments import reproduce as reproduce_module
-from ovml.experiments.reproduce import reproduce
+from ovml.experiments.reproduce import Reproduction, reproduce
 from ovml.synthetic.planted import PlantedWorld, write_planted_world
 
 
@@ -43,6 +43,8 @@ def test_table_2_through_the_cli_then_a_rerun_keeps_every_row(tiny_world, tmp_pa
         assert 0 <= row["mAP"] <= 100
     markdown = read(os.path.join(out, "table.md"))
     assert "| CLIP-BiAM | GZSL |" in markdown and "paper mAP" in markdown
+    assert ("Every head trained for 1 epoch: OVML with the paper's settings (`train-head --paper`), CLIP-ZSSDL and "
+            "CLIP-BiAM with the library's defaults." in markdown)
     assert sorted(os.listdir(os.path.join(out, "runs"))) == ["biam", "ovml", "zssdl"]
 
     def no_training(*args, **kwargs):
@@ -87,3 +89,13 @@ def test_table_1_rows_and_refusals(tiny_world, tmp_path):
         ("CLIP-ML", "ZSL"), ("CLIP-ML", "GZSL"), ("OVML", "ZSL"), ("OVML", "GZSL")]
     with pytest.raises(UsageError, match="--table"):
         reproduce(ReproduceConfig(table=4, cache=tiny_world, out=str(tmp_path / "t4")))
+
+
+def test_table_md_says_which_settings_trained_the_attention_head(tiny_world, tmp_path):
+    rows = [{"method": method} for method in ("CLIP-ML", "CLIP-ML", "OVML", "OVML")]
+    paper = Reproduction(ReproduceConfig(table=1, cache=tiny_world, out=str(tmp_path / "p"), epochs=2))
+    assert paper.training_sentence(rows) == ("Every head trained for 2 epochs: OVML with the paper's settings "
+                                             "(`train-head --paper`).")
+    defaults = Reproduction(ReproduceConfig(table=1, cache=tiny_world, out=str(tmp_path / "d"), settings="defaults"))
+    assert defaults.training_sentence(rows) == "Every head trained with the library's defaults."
+    assert paper.training_sentence(rows[:2]) == ""                  # CLIP-ML alone: no head trained

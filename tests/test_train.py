@@ -1,6 +1,7 @@
 """Stage 2 end to end on the planted world: learning, ablation, resume, checkpoints (R5 in docs/benchmarks.md)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -11,12 +12,16 @@ import torch
 import zarr
 from click.testing import CliRunner
 
+from ovml.cache.reader import CacheReader
 from ovml.cache.schema import CacheError
 from ovml.cli import main
-from ovml.config import TrainConfig
+from ovml.config import FinetuneConfig, TrainConfig
 from ovml.errors import UsageError
-from ovml.train.run_folder import CheckpointError, load_tensors, save_tensors, schedule_state
-from ovml.train.trainer import train_head
+from ovml.files import save_tensors
+from ovml.heads.attention import OVMLHead
+from ovml.train import finetune, trainer
+from ovml.train.run_folder import CheckpointError, RunFolder, check_resumable, load_tensors, schedule_state
+from ovml.train.trainer import Trainer, train_head
 from ovml.synthetic.planted import PlantedWorld, write_planted_world
 from tests.cache_arrays import all_arrays, assert_cache_checks, assert_same_arrays
 
@@ -41,6 +46,7 @@ def test_planted_world_is_a_valid_cache_in_both_backends(planted_world, tmp_path
     assert_same_arrays(all_arrays(as_hdf5), all_arrays(as_zarr))  # seeded: the same world both times
 
 
+@pytest.mark.slow  # trained_run: 10 epochs
 def test_head_beats_clip_ml_on_unseen_labels(planted_world, trained_run, tmp_path):
     """Measured on this world: ZSL mAP 53.3 (head) vs 43.1 (CLIP-ML); assert half the margin."""
     log = log_of(trained_run)
@@ -76,6 +82,42 @@ class Interrupted(Exception):
     pass
 
 
+RESUME_REFUSAL = ("{run}: the run there has other settings ({changed}); resume it with its own settings or pass "
+                  "--overwrite to start again")
+
+
+@pytest.mark.parametrize("config,may_change", [
+    (TrainConfig(cache="c.zarr", out="run"), trainer.RESUMABLE_CHANGES),
+    (FinetuneConfig(dataset="folder", root="data", out="tuned.pt"), finetune.RESUMABLE_CHANGES)])
+def test_one_resume_rule_for_train_head_and_finetune(tmp_path, config, may_change):
+    """The same source (fingerprint) and the same settings but epochs and I/O options."""
+    run, recorded = RunFolder(str(tmp_path)), dataclasses.asdict(config)
+    check_resumable(run, config, recorded, may_change, "cache", "f1", "f1")
+    check_resumable(run, dataclasses.replace(config, epochs=config.epochs + 1, progress=False), recorded, may_change,
+                    "cache", "f1", "f1")
+    with pytest.raises(UsageError) as refused:
+        check_resumable(run, dataclasses.replace(config, lr=0.5, seed=3), recorded, may_change, "cache", "f1", "f1")
+    assert str(refused.value) == RESUME_REFUSAL.format(run=tmp_path, changed="lr, seed")
+    with pytest.raises(UsageError, match="made from another cache"):
+        check_resumable(run, config, recorded, may_change, "cache", "f2", "f1")
+
+
+def test_building_a_trainer_runs_no_forward_pass(small_world, tmp_path, monkeypatch):
+    """Construction is cheap; prepare() calibrates on the first batch and runs the range test."""
+    calls = []
+    forward, calibrate_query = OVMLHead.forward, OVMLHead.calibrate_query
+    monkeypatch.setattr(OVMLHead, "forward", lambda head, *args: calls.append("forward") or forward(head, *args))
+    monkeypatch.setattr(OVMLHead, "calibrate_query",
+                        lambda head, *args: calls.append("calibrate_query") or calibrate_query(head, *args))
+    config = TrainConfig(cache=small_world, out=str(tmp_path / "run"), lr_range_steps=10, progress=False)
+    with CacheReader(small_world) as reader:
+        built = Trainer(config, reader)                       # lr and logit scale "auto", q_init dense
+        assert calls == [] and built.optimizer is None and built.logit_scale is None
+        built.prepare()
+    assert calls[:2] == ["calibrate_query", "forward"] and calls.count("forward") > 2   # then the range test
+    assert built.range_test is not None and built.lr == built.range_test.chosen and built.optimizer is not None
+
+
 def test_resume_ends_where_an_uninterrupted_run_ends(small_world, tmp_path):
     whole = str(tmp_path / "whole")
     train_head(small_config(small_world, whole))
@@ -89,8 +131,9 @@ def test_resume_ends_where_an_uninterrupted_run_ends(small_world, tmp_path):
         train_head(small_config(small_world, broken), on_epoch_end=stop_after_first)
     with pytest.raises(UsageError, match="--resume"):
         train_head(small_config(small_world, broken))
-    with pytest.raises(UsageError, match="other settings \\(lr\\)"):
+    with pytest.raises(UsageError, match="other settings \\(lr\\)") as refused:
         train_head(small_config(small_world, broken, lr=1e-3), resume=True)
+    assert str(refused.value) == RESUME_REFUSAL.format(run=broken, changed="lr")   # as finetune's (test_finetune)
     train_head(small_config(small_world, broken), resume=True)
     for name in ("head.pt", "checkpoint.pt"):
         left = load_tensors(os.path.join(whole, name), flat=False)
@@ -117,6 +160,7 @@ def test_other_heads_and_losses_train(small_world, tmp_path, options):
     assert np.isfinite(result.last_loss) and result.best_epoch >= 1
 
 
+@pytest.mark.slow  # trained_run: 10 epochs
 def test_pickle_carrying_or_corrupt_head_is_refused(trained_run, planted_world, tmp_path):
     """R5: head.pt must be a plain tensor file."""
     import shutil
@@ -161,6 +205,7 @@ def test_schedule_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     assert restored.get_last_lr() == trained.get_last_lr()
 
 
+@pytest.mark.slow  # trained_run: 10 epochs
 def test_incomplete_cache_and_mismatched_head_are_refused(small_world, trained_run, tmp_path):
     import shutil
     partial = str(tmp_path / "partial.zarr")

@@ -16,7 +16,7 @@ from ovml.heads.attention import OVMLHead
 from ovml.heads.attention_vit import PINV_REFUSAL, VitOVMLHead
 from ovml.heads.baselines import dense_clip_scores
 from ovml.heads.linear import LinearHead
-from ovml.heads.registry import HEADS, build_head, head_from_options
+from ovml.heads.registry import HEADS, build_head
 
 W, D, GRID, HEADS_N, N, L = 128, 32, 3, 2, 5, 7
 HW = GRID * GRID
@@ -127,7 +127,8 @@ def test_vit_head_rebuilds_from_options_and_state_dict(pool, inputs, vit_output)
     with torch.no_grad():
         for parameter in head.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))
-    rebuilt = head_from_options("ovml", json.loads(json.dumps(head.options)), kind="vit")
+    rebuilt = build_head("ovml", pool, HEADS_N, vit_output=vit_output)                  # as a run rebuilds its head
+    assert isinstance(rebuilt, VitOVMLHead) and rebuilt.options == json.loads(json.dumps(head.options))
     rebuilt.load_state_dict(head.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(*inputs), head(*inputs), atol=0, rtol=0)

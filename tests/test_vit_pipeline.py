@@ -124,6 +124,7 @@ def test_caches_without_kind_still_read_as_resnet(tmp_path):
     run("train-head", "--cache", path, "--out", str(tmp_path / "run"), "--epochs", "1")
 
 
+@pytest.mark.slow  # 10 epochs
 def test_the_head_beats_clip_ml_on_the_planted_vit_world(tmp_path):
     """The default planted world (4000 / 1000 images) with a ViT-shaped pool, `train-head --epochs 10`
     and otherwise defaults. Measured (E3 in docs/benchmarks.md, the direct reading, lr 1e-2, logit

@@ -29,7 +29,7 @@ def backbone_epoch(trainer: Trainer, backbone, paths: list[str], labels, batch: 
     for start in range(0, len(paths), batch):
         images = torch.stack([decode(p, backbone.preprocess)[0] for p in paths[start:start + batch]])
         spatial, global_embedding = backbone.encode(images)
-        rows = {"spatial": spatial.half().cpu().numpy(), "global": global_embedding.half().cpu().numpy(),
+        rows = {"tokens": spatial.half().cpu().numpy(), "global": global_embedding.half().cpu().numpy(),
                 "labels": labels[start:start + batch]}
         loss, _ = trainer.loss(rows, generator)
         trainer.optimizer.zero_grad()
@@ -57,6 +57,7 @@ def main() -> None:
                              val_fraction=0.0, device=device, progress=False, shuffle_buffer=1)
         with CacheReader(cache) as reader:
             trainer = Trainer(config, reader)
+            trainer.prepare()
             cached = trainer.train_epoch(1)["seconds"]
             labels = reader.read_labels("train")
             paths = [os.path.join(root, i) for i in reader.image_ids("train")]

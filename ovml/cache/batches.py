@@ -15,10 +15,9 @@ import torch
 from ..progress import progress as progress_bar
 from .reader import CacheReader
 
-FIELDS = ("spatial", "global", "labels")
-# batch key -> reader field. A batch's "spatial" is what a head reads as its tokens: X' for a
+# A batch's fields, as the reader names them. "tokens" is what a head reads: X' (N, HW, C) for a
 # ResNet, [cls; X'] (N, 1+HW, W) for a ViT, so every head keeps one signature for both kinds.
-READ_AS = {"spatial": "tokens", "global": "global", "labels": "labels"}
+FIELDS = ("tokens", "global", "labels")
 
 
 @dataclass
@@ -71,7 +70,7 @@ def carve_validation(mask: np.ndarray, unit_rows: int, fraction: float, seed: in
 
 
 class BatchStream:
-    """Shuffled batches of (spatial, global, labels) rows from a `RowSelection`."""
+    """Shuffled batches of (tokens, global, labels) rows from a `RowSelection`."""
 
     def __init__(self, reader: CacheReader, selection: RowSelection, batch_size: int,
                  shuffle_buffer: int = 8, prefetch: int = 2, in_memory: bool = False):
@@ -84,10 +83,8 @@ class BatchStream:
         return -(-self.selection.count // self.batch_size)
 
     def _read(self, units: list[int]) -> Iterator[tuple[int, dict]]:
-        """(unit, {batch key: rows}) for `units`, read ahead in a background thread."""
-        fields = [READ_AS[key] for key in FIELDS]
-        for unit, rows in self.reader.iter_units(self.selection.split, units, fields, self.prefetch):
-            yield unit, {key: rows[READ_AS[key]] for key in FIELDS}
+        """(unit, {field: rows}) for `units`, read ahead in a background thread."""
+        yield from self.reader.iter_units(self.selection.split, units, FIELDS, self.prefetch)
 
     def _units(self, order: list[int]) -> Iterator[tuple[int, dict]]:
         if self.memory is None:
@@ -138,9 +135,10 @@ class BatchStream:
 
 
 def batch_tensors(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    spatial = torch.from_numpy(batch["spatial"]).to(device).float()           # (B, HW, C)
+    """A batch's (tokens, global embeddings) as float32 tensors on `device`."""
+    tokens = torch.from_numpy(batch["tokens"]).to(device).float()             # (B, T, C)
     global_embedding = torch.from_numpy(batch["global"]).to(device).float()   # (B, D)
-    return spatial, global_embedding
+    return tokens, global_embedding
 
 
 def pool_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:

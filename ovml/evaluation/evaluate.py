@@ -101,11 +101,11 @@ def score_split(reader: CacheReader, selection: RowSelection, columns: np.ndarra
     stream = BatchStream(reader, selection, config.batch_size, prefetch=2)
     for batch in progress(stream.epoch(seed=0, shuffle=False), total=stream.steps(), desc=desc,
                           unit="batch", enabled=config.progress):
-        spatial, global_embedding = batch_tensors(batch, device)
-        matrices = {name: baseline_scores(name, spatial, global_embedding, text, pool, config.dense_top_k)
+        tokens, global_embedding = batch_tensors(batch, device)
+        matrices = {name: baseline_scores(name, tokens, global_embedding, text, pool, config.dense_top_k)
                     for name in baselines}
         for index, (head, alphas) in enumerate(zip(heads, head_alphas)):
-            matrices |= head_matrices(f"head{index}", head_parts(precision.wrap(head.module), spatial, global_embedding, text),
+            matrices |= head_matrices(f"head{index}", head_parts(precision.wrap(head.module), tokens, global_embedding, text),
                                       alphas)
         metrics.add(batch["labels"][:, columns], matrices)
 

@@ -1,12 +1,12 @@
 """Evaluation outputs: metrics.json, report.md (laid out like the paper's Table I) and PNG plots."""
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
 from ..config import EvalConfig
+from ..files import write_json
 from .evaluate import Evaluation, ScoredRow, evaluate_cache
 from .paper import report_rows
 
@@ -137,8 +137,7 @@ def write_report(evaluation: Evaluation, out: str) -> list[str]:
     matplotlib.use("Agg")
     os.makedirs(out, exist_ok=True)
     written = [os.path.join(out, "metrics.json")]
-    with open(written[0], "w", encoding="utf-8") as handle:
-        json.dump(evaluation.summary, handle, indent=2)
+    write_json(written[0], evaluation.summary, indent=2)
     plots = []
     for name, draw in (("alpha_sweep.png", plot_alpha_sweep), ("per_label_ap.png", plot_per_label_ap),
                        ("pr_curves.png", plot_pr_curves)):

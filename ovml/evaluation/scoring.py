@@ -34,14 +34,14 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def head_parts(head: torch.nn.Module, spatial: torch.Tensor, global_embedding: torch.Tensor,
+def head_parts(head: torch.nn.Module, tokens: torch.Tensor, global_embedding: torch.Tensor,
                text: torch.Tensor) -> HeadParts:
     """o'.t, g'.t and o'.g' for a batch, over label blocks of TEXT_BLOCK columns."""
     g = normalise(global_embedding)                                           # (N, D)
     head_text, head_global = [], []
     for start in range(0, len(text), TEXT_BLOCK):
         block = text[start:start + TEXT_BLOCK]                                # (l, D)
-        o = normalise(head(spatial, global_embedding, block))                 # (N, l, D)
+        o = normalise(head(tokens, global_embedding, block))                  # (N, l, D)
         head_text.append((o * block[None]).sum(-1))                           # (N, l)
         head_global.append((o * g[:, None]).sum(-1))
     global_text = g @ text.T                                                  # (N, L)
@@ -56,10 +56,10 @@ def clip_ml_scores(global_embedding: torch.Tensor, text: torch.Tensor) -> np.nda
 
 
 @torch.no_grad()
-def baseline_scores(name: str, spatial: torch.Tensor, global_embedding: torch.Tensor, text: torch.Tensor,
+def baseline_scores(name: str, tokens: torch.Tensor, global_embedding: torch.Tensor, text: torch.Tensor,
                     pool: dict, dense_top_k: int) -> np.ndarray:
     if name == "clip-ml":
         return clip_ml_scores(global_embedding, text)
     if name == "dense":
-        return dense_clip_scores(spatial, pool, text, top_k=dense_top_k).float().cpu().numpy()
+        return dense_clip_scores(tokens, pool, text, top_k=dense_top_k).float().cpu().numpy()
     raise ValueError(f"unknown baseline {name!r} (known: clip-ml, dense)")

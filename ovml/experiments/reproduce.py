@@ -28,6 +28,7 @@ from ..config import PAPER_SETTINGS, EvalConfig, ReproduceConfig, TrainConfig
 from ..errors import UsageError
 from ..evaluation.evaluate import default_ks, evaluate_cache
 from ..evaluation.paper import paper_figures
+from ..files import write_json
 from ..train.trainer import train_head
 
 TASKS = {"ZSL": "unseen", "GZSL": "all"}
@@ -142,11 +143,31 @@ class Reproduction:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
 
+    def paper_settings(self, spec: RowSpec) -> bool:
+        """Whether the row's head trains with the paper's settings (the attention head's rows under
+        `--settings paper`) rather than the library's defaults."""
+        return spec.training.get("head") == "ovml" and self.config.settings == "paper"
+
+    def training_sentence(self, rows: list[dict]) -> str:
+        """table.md's account of how the heads behind `rows` were trained ("" when none was)."""
+        epochs = self.config.epochs
+        trained = "Every head trained" + (f" for {epochs} epoch{'s' if epochs != 1 else ''}" if epochs else "")
+        specs = {spec.method: spec for spec in TABLES[self.config.table] if spec.run}
+        shown = list(dict.fromkeys(row["method"] for row in rows if row["method"] in specs))
+        if not shown:
+            return ""
+        paper = [method for method in shown if self.paper_settings(specs[method])]
+        if not paper:
+            return f"{trained} with the library's defaults."
+        others = [method for method in shown if method not in paper]
+        return (f"{trained}: {' and '.join(paper)} with the paper's settings (`train-head --paper`)"
+                + (f", {' and '.join(others)} with the library's defaults" if others else "") + ".")
+
     def train(self, spec: RowSpec) -> str:
         """Train (or resume, or find finished) the row's head; returns its run folder."""
         out = self.path("runs", spec.run)
         options = {} if self.config.epochs is None else {"epochs": self.config.epochs}
-        if spec.training.get("head") == "ovml" and self.config.settings == "paper":
+        if self.paper_settings(spec):
             options |= PAPER_SETTINGS
         train_head(TrainConfig(cache=self.config.cache, out=out, device=self.config.device,
                                progress=self.config.progress, **options, **spec.training), resume=True)
@@ -169,14 +190,6 @@ class Reproduction:
         return row
 
 
-def write_json(path: str, value) -> None:
-    """Write atomically, so an interruption never leaves half a file."""
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2)
-    os.replace(temporary, path)
-
-
 def table_json(table: int, dataset: str | None, rows: list[dict]) -> dict:
     """table.json in the layout docs/architecture.md gives, nothing else in a row."""
     public = [{key: value for key, value in row.items() if key != "made"} for row in rows]
@@ -187,13 +200,12 @@ def table_markdown(reproduction: Reproduction, rows: list[dict], skipped: list[t
     """table.md: our figures beside the paper's, how each row was made, what was not run."""
     metrics = [f"F1@{k}" for k in reproduction.ks] + ["mAP"]
     cell = lambda values, key: "" if not values or key not in values else f"{values[key]:.1f}"
-    epochs = reproduction.config.epochs
+    trained = reproduction.training_sentence(rows)
     lines = [f"# Table {reproduction.config.table}: ours beside the paper's", "",
              f"Dataset {reproduction.dataset}, cache `{reproduction.caches['main'].path}`"
              + (f", fine-tuned cache `{reproduction.caches['finetuned'].path}`" if reproduction.caches["finetuned"]
                 else "") + ". Protocol: LESA's (per-label AP with unannotated entries masked, micro F1 over "
-             "every image's top K), values in percent. Every head trained with the library's defaults"
-             + (f" for {epochs} epoch{'s' if epochs != 1 else ''}" if epochs else "") + ".", "",
+             "every image's top K), values in percent." + (f" {trained}" if trained else ""), "",
              "| method | task | " + " | ".join(metrics) + " | " + " | ".join(f"paper {m}" for m in metrics)
              + " | alpha |", "|---|---|" + "---|" * (2 * len(metrics) + 1)]
     for row in rows:

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .base import Head
 from .registry import register
 
 FORMULATIONS = ("auto", "fused", "literal")
@@ -84,7 +85,7 @@ def fused_output(attn: Tensor, values: Tensor, out_proj: nn.Linear) -> Tensor:
 
 
 @register
-class OVMLHead(nn.Module):
+class OVMLHead(Head):
     """Every label's text embedding queries the image tokens through (a copy of) CLIP's pool.
 
     Constructor arguments are shapes and switches only (JSON-able, `self.options`), so a saved
@@ -267,12 +268,12 @@ class OVMLHead(nn.Module):
         literal = labels * tokens * channels + labels * channels * embed_dim
         return fused < literal
 
-    def forward(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
         """o_ij for images (N, HW, C) and labels (L, D): (N, L, D), not normalised.
 
         global_embedding is part of the head interface and unused here.
         """
-        return self.attend(spatial, self.q_proj(text), self.scale_weights(text))
+        return self.attend(tokens, self.q_proj(text), self.scale_weights(text))
 
     def attention_maps(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
         """Where each label looks: attention over the HW locations, mean over heads (N, L, HW).

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..cache.pooling import LAYER_NORM_EPS, quick_gelu
 from ..errors import UsageError
 from .attention import FORMULATIONS, fused_output, literal_output
+from .base import Head
 from .registry import register
 
 OUTPUTS = ("residual", "direct")
@@ -36,7 +37,7 @@ def layer_norm(width: int) -> nn.LayerNorm:
 
 
 @register
-class VitOVMLHead(nn.Module):
+class VitOVMLHead(Head):
     """Every label's text embedding queries [cls; X'] through (a copy of) a CLIP ViT's last block.
 
     Constructor arguments are shapes and switches only (`self.options`), so a saved state_dict
@@ -148,12 +149,12 @@ class VitOVMLHead(nn.Module):
             use_fused = self.formulation == "fused"
         return (fused_output if use_fused else literal_output)(attn, values, self.out_proj)
 
-    def forward(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
         """o_ij for images [cls; X'] (N, 1+HW, W) and labels (L, D): (N, L, D), not normalised.
 
         global_embedding is part of the head interface and unused here.
         """
-        return self.attend(spatial, self.q_proj(text))
+        return self.attend(tokens, self.q_proj(text))
 
     def attention_maps(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
         """Where each label looks over the patch grid: attention, mean over heads, without the

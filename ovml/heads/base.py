@@ -1,26 +1,58 @@
-"""What every head shares: the scoring rule and the test-time interpolation (docs/method.md).
+"""What every head shares: the `Head` interface and the scoring rule (docs/method.md).
 
-A head maps (spatial (N, HW, C), global (N, D), text (L, D)) to class-specific features o_ij
+A head maps (tokens (N, T, C), global (N, D), text (L, D)) to class-specific features o_ij
 (N, L, D); a score is always the cosine of a feature with its label's text embedding. Scores are
 plain cosines: the logit scale of the losses belongs to the trainer, not to the head.
-
-A head trained with its own paper's objective (ZS-SDL, BiAM, LESA) says so with a method
-`training_loss(spatial, global_embedding, text, labels, logit_scale, need_features) -> (features,
-loss, parts)`: the scalar loss (its ranking loss and regularisers, logits = logit_scale x
-cosines), a dict of floats for the log, and features (N, L, D) as `forward` returns them when
-need_features (the trainer's contrastive loss reads them), else None when the loss can do
-without. The trainer calls it in place of its own ranking loss; heads without it (ovml, linear)
-get the trainer's losses.
 """
 from __future__ import annotations
 
+import abc
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 EPS = 1e-12  # as F.normalize: norms are clamped to at least this
+
+
+class Head(nn.Module, metaclass=abc.ABCMeta):
+    """A head the registry builds by `name` (registry.py): initialised from CLIP's pool weights by
+    `from_pool`, rebuilt for a saved state_dict by its constructor from `options`.
+
+    `tokens` is what the cache holds for a head to read (cache/batches.py): X' (N, HW, C) for a
+    ResNet, [cls; X'] (N, 1+HW, W) for a ViT. `backbones` lists the kinds a class reads; one
+    `name` may have one class per kind.
+
+    A head trained with its own paper's objective (ZS-SDL, BiAM, LESA) says so with a method
+    `training_loss(tokens, global_embedding, text, labels, logit_scale, need_features) ->
+    (features, loss, parts)`: the scalar loss (its ranking loss and regularisers, logits =
+    logit_scale x cosines), a dict of floats for the log, and features (N, L, D) as `forward`
+    returns them when need_features (the trainer's contrastive loss reads them), else None when
+    the loss can do without. The trainer calls it in place of its own ranking loss; heads without
+    it (ovml, linear) leave it None and get the trainer's losses.
+    """
+
+    name: str                                  # the registry's name for the head
+    backbones: tuple[str, ...] = ("resnet",)   # backbone kinds the class reads
+    training_loss: Callable | None = None      # the head's own objective, if it brings one
+
+    @classmethod
+    @abc.abstractmethod
+    def from_pool(cls, pool: dict[str, Tensor], num_heads: int, text_dim: int, **options) -> Head:
+        """The head initialised from CLIP's pool weights (docs/cache.md `pool/*`); `options` are the
+        head's settings (JSON-able, recorded in a run's config.json)."""
+
+    @property
+    @abc.abstractmethod
+    def options(self) -> dict:
+        """The constructor arguments (JSON-able shapes and switches): `type(head)(**head.options)`
+        is an untrained head with this one's shapes, ready for its state_dict."""
+
+    @abc.abstractmethod
+    def forward(self, tokens: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
+        """o_ij for images (tokens (N, T, C), global (N, D)) and labels (L, D): (N, L, D), not normalised."""
 
 
 def cosine_scores(features: Tensor, text: Tensor) -> Tensor:
@@ -33,16 +65,6 @@ def cosine_scores(features: Tensor, text: Tensor) -> Tensor:
     if features.shape[1] > 0 and features.stride(1) == 0:
         return F.normalize(features[:, 0], dim=-1, eps=EPS) @ text.T  # (N, L)
     return (features * text).sum(-1) / features.norm(dim=-1).clamp_min(EPS)
-
-
-def interpolate(features: Tensor, global_embedding: Tensor, alpha: float) -> Tensor:
-    """f_ij = (1 - alpha) o_ij/|o_ij| + alpha g_i/|g_i|: (N, L, D), (N, D) -> (N, L, D).
-
-    alpha = 0 is the head alone, alpha = 1 is CLIP-ML (scores equal to float rounding).
-    """
-    head = F.normalize(features, dim=-1, eps=EPS)
-    image = F.normalize(global_embedding, dim=-1, eps=EPS)[:, None, :]  # (N, 1, D)
-    return (1 - alpha) * head + alpha * image
 
 
 def vector_cosines(vectors: Tensor, text: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Parameter-free scorers from cached features (docs/method.md): CLIP-ML and dense CLIP."""
+"""Dense CLIP: the parameter-free scorer of cached local features (docs/method.md)."""
 from __future__ import annotations
 
 import torch
@@ -9,11 +9,6 @@ from ..cache.pooling import layer_norm, pool_kind, vit_project
 from .base import EPS
 
 CHUNK = 256  # images per step, bounding the (chunk, HW, L) intermediates
-
-
-def clip_ml_scores(global_embedding: Tensor, text: Tensor) -> Tensor:
-    """CLIP-ML, the naive baseline: s_ij = cos(g_i, t_j), (N, D), (L, D) -> (N, L)."""
-    return F.normalize(global_embedding, dim=-1, eps=EPS) @ F.normalize(text, dim=-1, eps=EPS).T
 
 
 def resnet_local_features(spatial: Tensor, pool: dict[str, Tensor]) -> Tensor:

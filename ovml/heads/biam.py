@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import cosine_scores, pool_dimensions, to_grid
+from .base import Head, cosine_scores, pool_dimensions, to_grid
 from .losses import hinge_ranking_loss
 from .registry import register
 
@@ -117,7 +117,7 @@ def top_region_features(regions: Tensor, text: Tensor, top_k: int) -> Tensor:
 
 
 @register
-class BiAMHead(nn.Module):
+class BiAMHead(Head):
     """Region and scene contextualised regions of X', scored per label by its top regions."""
 
     name = "biam"
@@ -153,18 +153,18 @@ class BiAMHead(nn.Module):
         fused = torch.cat([self.region(h), self.scene(h, global_embedding)], dim=-1)  # (N, HW, 2w)
         return self.classifier(F.leaky_relu(self.fuse(fused), 0.2))                   # (N, HW, D)
 
-    def forward(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
         """(N, L, D): each label's mean region feature over its top_k regions."""
-        return top_region_features(self.regions(spatial, global_embedding), text, self.settings["top_k"])
+        return top_region_features(self.regions(tokens, global_embedding), text, self.settings["top_k"])
 
     def attention_maps(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
         """Where each label looks: its top_k regions, 1/top_k each (N, L, HW), for `predict --explain`."""
         return top_region_weights(self.regions(spatial, global_embedding), text, self.settings["top_k"])
 
-    def training_loss(self, spatial: Tensor, global_embedding: Tensor, text: Tensor, labels: Tensor,
+    def training_loss(self, tokens: Tensor, global_embedding: Tensor, text: Tensor, labels: Tensor,
                       logit_scale: float | Tensor, need_features: bool = True) -> tuple[Tensor, Tensor, dict]:
         """(features, BiAM's hinge ranking loss, its parts): the trainer's hook (heads/base.py);
         the scores are the features' cosines, so they are always made."""
-        features = self(spatial, global_embedding, text)
+        features = self(tokens, global_embedding, text)
         loss = hinge_ranking_loss(logit_scale * cosine_scores(features, text), labels)
         return features, loss, {"rank": float(loss.detach())}

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import EPS, best_matching, pool_dimensions, to_grid, vector_cosines
+from .base import EPS, Head, best_matching, pool_dimensions, to_grid, vector_cosines
 from .losses import hinge_ranking_loss
 from .registry import register
 
@@ -86,7 +86,7 @@ class SharedAttention(nn.Module):
 
 
 @register
-class LESAHead(nn.Module):
+class LESAHead(Head):
     """Shared multi-attention over X' (after LESA's 2x2 convolution); best attention per label."""
 
     name = "lesa"
@@ -125,9 +125,9 @@ class LESAHead(nn.Module):
         attended, logits = self.attention(regions)
         return self.classifier(attended), self.classifier(regions.mean(dim=1)), logits
 
-    def forward(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
         """(N, L, D): each label's best-matching attention feature (global_embedding unused)."""
-        attended = self.attend(spatial)[0]
+        attended = self.attend(tokens)[0]
         return best_matching(attended, vector_cosines(attended, text))
 
     def attention_maps(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
@@ -137,11 +137,11 @@ class LESAHead(nn.Module):
         best = vector_cosines(attended, text).argmax(dim=1)                         # (N, L)
         return logits.softmax(dim=2).gather(1, best[..., None].expand(-1, -1, logits.shape[2]))  # (N, L, HW)
 
-    def training_loss(self, spatial: Tensor, global_embedding: Tensor, text: Tensor, labels: Tensor,
+    def training_loss(self, tokens: Tensor, global_embedding: Tensor, text: Tensor, labels: Tensor,
                       logit_scale: float | Tensor, need_features: bool = True) -> tuple[Tensor | None, Tensor, dict]:
         """(features or None, L_rank + LESA's three regularisers, the parts): the trainer's hook
         (heads/base.py)."""
-        attended, pooled, attention_logits = self.attend(spatial)
+        attended, pooled, attention_logits = self.attend(tokens)
         cosines = vector_cosines(attended, text)                                    # (N, T, L)
         per_attention = logit_scale * cosines                                       # (N, T, L)
         logits = per_attention.max(dim=1).values                                    # (N, L)

@@ -5,11 +5,12 @@ import torch
 from torch import Tensor, nn
 
 from ..cache.pooling import pool_output_dim
+from .base import Head
 from .registry import register
 
 
 @register
-class LinearHead(nn.Module):
+class LinearHead(Head):
     """o_ij = W g_i + b for every label j: a D -> D map starting as the identity, so the
     untrained head scores exactly like CLIP-ML. It ignores the spatial tokens."""
 
@@ -36,7 +37,7 @@ class LinearHead(nn.Module):
             raise ValueError(f"text dimension {text_dim} differs from the pool's output dimension {embed_dim}")
         return cls(embed_dim).to(next(iter(pool.values())).device)
 
-    def forward(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
         """(N, L, D): the mapped global vector of each image, expanded over the L labels (a view)."""
         mapped = self.proj(global_embedding)                                   # (N, D)
         return mapped[:, None, :].expand(-1, text.shape[0], -1)                # (N, L, D)

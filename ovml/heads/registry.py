@@ -1,9 +1,10 @@
 """Head registry: names to classes, so the CLI, training and evaluation build any head by name.
 
-A head class has a class attribute `name`, a classmethod `from_pool(pool, num_heads, text_dim,
-**options)` that initialises it from CLIP's pool weights, a constructor taking only JSON-able
-shape options, and an attribute `options` holding those constructor arguments, so a checkpoint
-(tensors only) loads into `head_from_options(name, options)` without the pool.
+A registered head subclasses `base.Head`: a class attribute `name`, a classmethod
+`from_pool(pool, num_heads, text_dim, **options)` that initialises it from CLIP's pool weights,
+and `forward(tokens, global_embedding, text)`. A run records the options it built its head with,
+and the head is rebuilt with `build_head` over the cache's pool before `head.pt` fills it
+(train/saved_head.py).
 
 Heads are registered per backbone kind (the class attribute `backbones`, default ("resnet",)):
 one name, e.g. "ovml", may have a ResNet reading and a ViT reading in two classes. `build_head`
@@ -11,20 +12,23 @@ picks the reading from the pool it is given (`pooling.pool_kind`).
 """
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..cache.pooling import pool_kind, pool_output_dim
 from ..cache.schema import BACKBONE_KINDS
 from ..errors import UsageError
+from .base import Head
 
-HEADS: dict[str, type[nn.Module]] = {}       # name -> the head for ResNet caches
-VIT_HEADS: dict[str, type[nn.Module]] = {}   # name -> the head for ViT caches
+HEADS: dict[str, type[Head]] = {}       # name -> the head for ResNet caches
+VIT_HEADS: dict[str, type[Head]] = {}   # name -> the head for ViT caches
 BY_KIND = {"resnet": HEADS, "vit": VIT_HEADS}
 
 
-def register(cls: type[nn.Module]) -> type[nn.Module]:
-    """Class decorator: make `cls` buildable by its `name` for each kind in `cls.backbones`."""
-    for kind in getattr(cls, "backbones", ("resnet",)):
+def register(cls: type[Head]) -> type[Head]:
+    """Class decorator: make `cls` (a `Head`) buildable by its `name` for each kind in `cls.backbones`."""
+    if not issubclass(cls, Head):
+        raise TypeError(f"{cls.__name__} is not a Head (heads/base.py); only heads are registered")
+    for kind in cls.backbones:
         table = BY_KIND[kind]
         if table.get(cls.name, cls) is not cls:
             raise ValueError(f"a different {kind} head is already registered as {cls.name!r}")
@@ -32,7 +36,7 @@ def register(cls: type[nn.Module]) -> type[nn.Module]:
     return cls
 
 
-def head_class(name: str, kind: str = "resnet") -> type[nn.Module]:
+def head_class(name: str, kind: str = "resnet") -> type[Head]:
     """The registered class called `name` for a `kind` backbone, or a UsageError (a ValueError)
     saying why not."""
     table = BY_KIND[kind]
@@ -46,18 +50,12 @@ def head_class(name: str, kind: str = "resnet") -> type[nn.Module]:
 
 
 def build_head(name: str, pool: dict[str, Tensor], num_heads: int, text_dim: int | None = None,
-               **options) -> nn.Module:
+               **options) -> Head:
     """A head initialised from CLIP's pool weights (docs/cache.md `pool/*`, either kind); text_dim
     defaults to the pool's output dimension D."""
     if text_dim is None:
         text_dim = pool_output_dim(pool)
     return head_class(name, pool_kind(pool)).from_pool(pool, num_heads, text_dim, **options)
-
-
-def head_from_options(name: str, options: dict, kind: str = "resnet") -> nn.Module:
-    """An untrained head with the shapes `options` (a head's `.options`) describe, ready for
-    `load_state_dict`: rebuilds a checkpoint without the pool."""
-    return head_class(name, kind)(**options)
 
 
 def has_own_loss(name: str) -> bool:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import best_matching, pool_dimensions, vector_cosines
+from .base import Head, best_matching, pool_dimensions, vector_cosines
 from .losses import pair_differences
 from .registry import register
 
@@ -74,7 +74,7 @@ def sdl_loss(logits: Tensor, labels: Tensor, text: Tensor, vectors: Tensor,
 
 
 @register
-class ZSSDLHead(nn.Module):
+class ZSSDLHead(Head):
     """K principal vectors per image from the mean of X'; a label's feature is its best match."""
 
     name = "zssdl"
@@ -107,15 +107,15 @@ class ZSSDLHead(nn.Module):
         """A_i: (N, HW, C) -> (N, K, D), from the global average pool of X'."""
         return self.embedding(spatial.mean(dim=1)).unflatten(-1, (self.num_vectors, self.embed_dim))
 
-    def forward(self, spatial: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, global_embedding: Tensor, text: Tensor) -> Tensor:
         """(N, L, D): each label's best-matching principal vector (global_embedding unused)."""
-        vectors = self.principal_vectors(spatial)
+        vectors = self.principal_vectors(tokens)
         return best_matching(vectors, vector_cosines(vectors, text))
 
-    def training_loss(self, spatial: Tensor, global_embedding: Tensor, text: Tensor, labels: Tensor,
+    def training_loss(self, tokens: Tensor, global_embedding: Tensor, text: Tensor, labels: Tensor,
                       logit_scale: float | Tensor, need_features: bool = True) -> tuple[Tensor | None, Tensor, dict]:
         """(features or None, the SDL loss, its parts): the trainer's hook (heads/base.py)."""
-        vectors = self.principal_vectors(spatial)                                   # (N, K, D)
+        vectors = self.principal_vectors(tokens)                                   # (N, K, D)
         cosines = vector_cosines(vectors, text)                                     # (N, K, L)
         logits = logit_scale * cosines.max(dim=1).values                            # (N, L)
         loss, parts = sdl_loss(logits, labels, text, vectors, self.variance_weight)

@@ -7,20 +7,19 @@ embeddings are computed once. Images come through the same dataset adapters and 
 `extract`. BatchNorm keeps CLIP's statistics (the tower runs in eval mode: CLIP's ResNet has no
 dropout, so only the statistics differ), the usual practice at batch sizes this small.
 
-Every epoch ends with a checkpoint beside the output (`OUT.finetune/checkpoint.pt`: the tower,
-Adam and the schedule), so a rerun of the same command resumes at the next epoch. The result is
-a plain state dict of the whole CLIP in OpenAI's layout (fp16 weights, as `clip.model.build_model`
-loads them), which `extract --model OUT` reads; its sha256 differs from the original's, so caches
-made from it are kept apart.
+Every epoch ends with a checkpoint beside the output, in a run folder with train-head's lifecycle
+(`OUT.finetune/`: config.json, log.jsonl, and checkpoint.pt holding the tower, Adam and the
+schedule), so a rerun of the same command resumes at the next epoch. The result is a plain state
+dict of the whole CLIP in OpenAI's layout (fp16 weights, as `clip.model.build_model` loads them),
+which `extract --model OUT` reads; its sha256 differs from the original's, so caches made from it
+are kept apart.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import functools
-import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 
@@ -28,16 +27,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import FinetuneConfig, from_dict
+from ..config import FinetuneConfig
 from ..errors import UsageError
 from ..extract.backbone.weights import file_sha256, import_clip, load_clip
 from ..extract.datasets import Split, adapter_options, open_dataset, select_splits
 from ..extract.images import ImageRows, collate, normalise
 from ..extract.text import embed_labels, load_prompts
+from ..files import save_tensors
 from ..heads.losses import ranking_loss
 from ..precision import scaled_step
 from ..progress import progress
-from .run_folder import load_tensors, save_tensors, schedule_state
+from .run_folder import RunFolder, check_resumable, schedule_state
 
 LABEL_BLOCK = 4096  # label rows read at a time when looking for trainable images
 RESUMABLE_CHANGES = {"epochs", "device", "workers", "threads", "progress", "download_root", "out"}
@@ -171,47 +171,32 @@ class Finetuner:
         return {key: value.detach().clone() for key, value in released.state_dict().items()}
 
 
-def check_resumable(folder: str, finetuner: Finetuner) -> None:
-    """A resumed run must start from the same weights, data and training settings."""
-    with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
-        before = json.load(handle)
-    now = finetuner.settings()
-    previous = dataclasses.asdict(from_dict(FinetuneConfig, before)) | {"weights_sha256": before.get("weights_sha256")}
-    changed = sorted(key for key in now if key not in RESUMABLE_CHANGES and previous.get(key) != now[key])
-    if changed:
-        raise UsageError(f"{folder}: an unfinished fine-tuning with other settings ({', '.join(changed)}); "
-                         "rerun it as it was, or pass --overwrite to start again")
-
-
 def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneResult:
     """Fine-tune, checkpointing every epoch (a rerun resumes), then write the weights to `config.out`."""
     started = time.perf_counter()
-    folder = sidecar(config.out)
     if os.path.exists(config.out) and not overwrite:
         raise UsageError(f"{config.out}: already exists; pass --overwrite to replace it")
-    if overwrite and os.path.isdir(folder):
-        shutil.rmtree(folder)
+    run = RunFolder(sidecar(config.out))
+    run.claim(resume=True, overwrite=overwrite)
     finetuner = Finetuner(config)
-    checkpoint, log = os.path.join(folder, "checkpoint.pt"), os.path.join(folder, "log.jsonl")
     first = 1
-    if os.path.exists(checkpoint):
-        check_resumable(folder, finetuner)
-        first = finetuner.restore(load_tensors(checkpoint, flat=False)) + 1
+    if run.has_checkpoint():
+        previous = run.read_config()
+        check_resumable(run, config, previous, RESUMABLE_CHANGES, f"CLIP ({previous.get('model')})",
+                        finetuner.sha256, previous.get("weights_sha256"))
+        done = finetuner.restore(run.load_checkpoint())
+        run.truncate_log(done)
+        first = done + 1
     else:
-        os.makedirs(folder, exist_ok=True)
-        if os.path.exists(log):
-            os.remove(log)
-    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as handle:
-        json.dump(finetuner.settings(), handle, indent=2, sort_keys=True)
+        run.start()
+    run.write_config(finetuner.settings())
     entry = {"loss": float("nan")}
     for epoch in range(first, config.epochs + 1):
         entry = finetuner.epoch(epoch)
-        with open(log, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, sort_keys=True) + "\n")
-        save_tensors(checkpoint, finetuner.checkpoint(epoch))
+        run.append_log(entry)
+        run.save_checkpoint(finetuner.checkpoint(epoch))
     os.makedirs(os.path.dirname(os.path.abspath(config.out)), exist_ok=True)
     save_tensors(config.out, finetuner.weights())
-    if os.path.exists(checkpoint):
-        os.remove(checkpoint)
+    run.remove_checkpoint()
     return FinetuneResult(config.out, config.epochs, len(finetuner.rows), entry["loss"],
                           time.perf_counter() - started, file_sha256(config.out))

@@ -17,13 +17,13 @@ lr_range.png) to the run folder.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from ..files import write_json
 from ..progress import progress
 
 LR_START, LR_END = 1e-6, 1.0   # the range swept, geometrically
@@ -107,8 +107,7 @@ def write_range_test(record: RangeTest, folder: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     paths = [os.path.join(folder, "lr_range.json"), os.path.join(folder, "lr_range.png")]
-    with open(paths[0], "w", encoding="utf-8") as handle:
-        json.dump(asdict(record), handle, indent=1)
+    write_json(paths[0], asdict(record), indent=1)
     figure, axis = plt.subplots(figsize=(5, 3.5))
     axis.plot(record.lrs, record.losses, color="lightgrey", label="loss")
     axis.plot(record.lrs, record.smoothed, color="tab:blue", label="smoothed")

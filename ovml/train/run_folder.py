@@ -1,30 +1,35 @@
-"""A training run's folder: `head.pt` (tensors only), `config.json`, `log.jsonl`, `checkpoint.pt`.
+"""A training run's folder, the lifecycle `train-head` and `finetune` share.
+
+Files: `config.json` (the settings and what the run was made from), `log.jsonl` (one line per
+epoch), `checkpoint.pt` (everything an interrupted run resumes from, written after every epoch)
+and, for `train-head`, `head.pt` (tensors only). A run is claimed (an existing one is refused
+unless resumed or overwritten), then started fresh or resumed from its checkpoint once
+`check_resumable` has found it made from the same source with the same settings.
 
 Checkpoints load with `weights_only=True` and must hold nothing but tensors (fault R5 in
-docs/benchmarks.md): a pickle payload or a corrupted file is refused with a one-line error.
+docs/benchmarks.md): a pickle payload or a corrupted file is refused with a one-line error. Every
+JSON and tensor file is written atomically (`ovml/files.py`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 from dataclasses import dataclass
+from typing import Collection
 
 import torch
 
+from ..config import from_dict
 from ..errors import UsageError
+from ..files import save_tensors, write_json
 
 HEAD_FILE, CONFIG_FILE, LOG_FILE, CHECKPOINT_FILE = "head.pt", "config.json", "log.jsonl", "checkpoint.pt"
 
 
 class CheckpointError(UsageError):
     """A head or checkpoint file that is not a plain tensor file."""
-
-
-def save_tensors(path: str, state: dict) -> None:
-    """Write atomically (temp file + rename) so an interruption never leaves half a file."""
-    temporary = path + ".tmp"
-    torch.save(state, temporary)
-    os.replace(temporary, path)
 
 
 def schedule_state(schedule: torch.optim.lr_scheduler.LRScheduler) -> dict:
@@ -62,7 +67,7 @@ def load_tensors(path: str, flat: bool = True) -> dict:
 
 @dataclass
 class RunFolder:
-    """Paths inside one run folder."""
+    """One run's folder and its files."""
 
     path: str
 
@@ -71,6 +76,24 @@ class RunFolder:
 
     def exists(self) -> bool:
         return os.path.exists(self.file(CONFIG_FILE))
+
+    def has_checkpoint(self) -> bool:
+        return os.path.exists(self.file(CHECKPOINT_FILE))
+
+    def claim(self, resume: bool, overwrite: bool) -> None:
+        """Refuse a run already here unless it is to be resumed or overwritten; overwriting removes it."""
+        if self.exists() and not resume and not overwrite:
+            raise UsageError(f"{self.path}: a run is already there; pass --resume to continue it "
+                             "or --overwrite to replace it")
+        if overwrite and os.path.isdir(self.path):
+            shutil.rmtree(self.path)
+
+    def start(self) -> None:
+        """A fresh run: the folder made, a stale log and checkpoint removed."""
+        os.makedirs(self.path, exist_ok=True)
+        for stale in (self.file(LOG_FILE), self.file(CHECKPOINT_FILE)):
+            if os.path.exists(stale):
+                os.remove(stale)
 
     def read_config(self) -> dict:
         try:
@@ -82,10 +105,7 @@ class RunFolder:
             raise UsageError(f"{self.file(CONFIG_FILE)}: not valid JSON ({err})") from None
 
     def write_config(self, config: dict) -> None:
-        temporary = self.file(CONFIG_FILE) + ".tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(config, handle, indent=2, sort_keys=True)
-        os.replace(temporary, self.file(CONFIG_FILE))
+        write_json(self.file(CONFIG_FILE), config, indent=2, sort_keys=True)
 
     def append_log(self, entry: dict) -> None:
         with open(self.file(LOG_FILE), "a", encoding="utf-8") as handle:
@@ -102,3 +122,31 @@ class RunFolder:
         kept = [entry for entry in self.read_log() if entry.get("epoch", 0) <= epochs]
         with open(self.file(LOG_FILE), "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(entry, sort_keys=True) + "\n" for entry in kept)
+
+    def save_checkpoint(self, state: dict) -> None:
+        save_tensors(self.file(CHECKPOINT_FILE), state)
+
+    def load_checkpoint(self) -> dict:
+        return load_tensors(self.file(CHECKPOINT_FILE), flat=False)
+
+    def remove_checkpoint(self) -> None:
+        if self.has_checkpoint():
+            os.remove(self.file(CHECKPOINT_FILE))
+
+
+def check_resumable(run: RunFolder, config, recorded: dict, may_change: Collection[str], source: str,
+                    fingerprint: str, recorded_fingerprint: str | None) -> None:
+    """A resumed run must continue from the same source and with the same settings: `fingerprint`
+    (of the cache trained on, of the weights fine-tuned) must equal the run's `recorded_fingerprint`,
+    and every field of `config` (a config dataclass) but those in `may_change` (epochs, I/O options)
+    must equal the run's `recorded` fields (rebuilt with `from_dict`, so fields added since count as
+    their defaults). `source` names the source in the refusal ("cache (PATH)")."""
+    if recorded_fingerprint != fingerprint:
+        raise UsageError(f"{run.path}: the run there was made from another {source}; resume it "
+                         "from that one or pass --overwrite to start again")
+    before = dataclasses.asdict(from_dict(type(config), recorded))
+    now = dataclasses.asdict(config)
+    changed = sorted(key for key in now if key not in may_change and before.get(key) != now[key])
+    if changed:
+        raise UsageError(f"{run.path}: the run there has other settings ({', '.join(changed)}); "
+                         "resume it with its own settings or pass --overwrite to start again")

@@ -3,6 +3,11 @@
 Adam + one-cycle, ranking loss (+ lambda x supervised contrastive), per-epoch validation mAP on
 seen labels of units held out from training, the best epoch kept as `head.pt`, and a full
 checkpoint after every epoch so `--resume` ends exactly where an uninterrupted run ends.
+
+A `Trainer` is built (the head, the losses' modules, the row streams: no forward pass), then
+prepared on the data (`prepare`: calibration on the first batch, the range test behind `--lr
+auto`, the optimiser and its schedule), then run epoch by epoch (`run`); `train_head` does the
+three in that order around the run folder's lifecycle (run_folder.py).
 """
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ import copy
 import dataclasses
 import itertools
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -19,20 +23,20 @@ import numpy as np
 import torch
 
 from ..cache.reader import CacheReader
-from ..config import TrainConfig, from_dict
+from ..config import TrainConfig
 from ..errors import UsageError
-from ..heads.attention_vit import DEFAULT_OUTPUT as DEFAULT_VIT_OUTPUT
-from ..heads.attention_vit import PINV_REFUSAL
+from ..files import save_tensors
 from ..heads.base import cosine_scores
 from ..heads.losses import (LogitScale, ProjectionHead, hinge_ranking_loss, ranking_loss, sample_label_columns,
                             supervised_contrastive_loss)
 from ..heads.registry import build_head, default_contrastive_weight
+from ..heads.settings import head_options, head_settings
 from ..metrics.stream import streaming_mean_average_precision
 from ..precision import mixed_precision, scaled_step
 from ..progress import notice, progress
 from ..cache.batches import BatchStream, batch_tensors, cache_pool, carve_validation, trainable_rows
 from .lr_range import RangeTest, run_range_test, write_range_test
-from .run_folder import CHECKPOINT_FILE, HEAD_FILE, LOG_FILE, RunFolder, load_tensors, save_tensors, schedule_state
+from .run_folder import HEAD_FILE, RunFolder, check_resumable, schedule_state
 
 
 LOGIT_SPREAD = 2.0  # std of the untrained head's logits over an image's labels, under `--logit-scale auto`
@@ -48,55 +52,6 @@ class TrainResult:
     best_val_map: float | None
     last_loss: float
     seconds: float
-
-
-# The OVML head's settings where TrainConfig leaves them None, per backbone kind (measured on the
-# planted worlds: README "Training defaults"; the ViT head attends with CLIP's own heads and one
-# softmax, as README "Vision Transformers" measured it).
-BACKBONE_DEFAULTS = {
-    "resnet": {"q_init": "dense", "attention_scales": (1.0, 64.0), "attention_top_k": 3,
-               "frozen": ("v_proj", "c_proj"), "attention_heads": 1},
-    "vit": {"q_init": "random", "attention_scales": (), "attention_top_k": 0, "frozen": (),
-            "attention_heads": "pool"},
-}
-VIT_REFUSALS = {
-    "q_init": "--q-init {value} has no Vision Transformer form (the ViT's output passes ln_post, a "
-              "LayerNorm, which no linear map inverts); use --q-init random",
-    "attention_scales": "--attention-scales applies to the ResNet head; the ViT head attends with one softmax",
-    "attention_top_k": "--attention-top-k applies to the ResNet head; the ViT head attends with one softmax",
-    "attention_heads": "--attention-heads applies to the ResNet head; the ViT head uses CLIP's own heads",
-}
-
-
-def head_settings(config: TrainConfig, kind: str) -> dict:
-    """The OVML head's settings for a cache of backbone `kind`: config's values, None taking the
-    kind's default; values a ViT head has no form for are refused (UsageError)."""
-    settings = {key: default if getattr(config, key) is None else getattr(config, key)
-                for key, default in BACKBONE_DEFAULTS[kind].items()}
-    if kind == "vit" and config.head == "ovml":
-        if settings["q_init"] == "pinv":
-            raise UsageError(PINV_REFUSAL)
-        for key, refusal in VIT_REFUSALS.items():
-            value = tuple(settings[key]) if key == "attention_scales" else settings[key]
-            if value != BACKBONE_DEFAULTS["vit"][key]:
-                raise UsageError(f"{config.cache}: " + refusal.format(value=settings[key]))
-    return settings
-
-
-def head_options(config: TrainConfig, kind: str, settings: dict) -> dict:
-    """The options a head is built with (recorded in config.json to rebuild it later), for a
-    cache of backbone `kind` and the OVML head's resolved `settings` (`head_settings`);
-    --vit-output on a ResNet cache is refused."""
-    if kind != "vit" and config.vit_output is not None:
-        raise UsageError(f"{config.cache}: --vit-output applies to Vision Transformer caches; this one "
-                         "holds a ResNet's features")
-    if config.head != "ovml":
-        return {}
-    if kind == "vit":
-        return {"q_init": settings["q_init"], "vit_output": config.vit_output or DEFAULT_VIT_OUTPUT}
-    heads = settings["attention_heads"]
-    return {"q_init": settings["q_init"], "attention_scales": list(settings["attention_scales"]),
-            "attention_top_k": settings["attention_top_k"], "attention_heads": None if heads == "pool" else heads}
 
 
 def initial_logit_scale(cosines: torch.Tensor, spread: float = LOGIT_SPREAD) -> float:
@@ -122,9 +77,9 @@ def split_seen_labels(seen: np.ndarray, fraction: float, seed: int) -> tuple[np.
 
 
 class Trainer:
-    """One training run over an open cache. `chosen_lr` replays a resumed run's `--lr auto` choice."""
+    """One training run over an open cache: built cheaply, then `prepare`d on the data, then `run`."""
 
-    def __init__(self, config: TrainConfig, reader: CacheReader, chosen_lr: float | None = None):
+    def __init__(self, config: TrainConfig, reader: CacheReader):
         self.config, self.reader = config, reader
         self.device = torch.device(config.device)
         self.seen_columns, self.pseudo_unseen = split_seen_labels(reader.seen, config.pseudo_unseen, config.seed)
@@ -150,14 +105,23 @@ class Trainer:
         self.precision = mixed_precision(config.amp, self.device)     # autocast on CUDA, float32 elsewhere
         self.scaler = self.precision.grad_scaler()                     # loss scaling for fp16 only
         notice(self.precision.note, config.progress)
-        self.calibration = self.calibrate()
+        self.logit_scale: LogitScale | None = None        # set by prepare(), like what follows
+        self.calibration: dict = {}
         self.range_test: RangeTest | None = None
-        self.lr = chosen_lr if chosen_lr is not None else self.learning_rate()
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=config.weight_decay)
-        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=self.lr, total_steps=max(1, config.epochs * self.stream.steps()))
+        self.lr: float | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.schedule: torch.optim.lr_scheduler.OneCycleLR | None = None
 
     # --- set-up measured on the data ------------------------------------------------------
+    def prepare(self, chosen_lr: float | None = None) -> None:
+        """Calibrate on the first batch, choose the learning rate (`chosen_lr` replays a resumed
+        run's `--lr auto` choice instead of a new range test), build Adam and the one-cycle schedule."""
+        self.calibration = self.calibrate()
+        self.lr = chosen_lr if chosen_lr is not None else self.learning_rate()
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.config.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=self.lr, total_steps=max(1, self.config.epochs * self.stream.steps()))
+
     def freeze(self, names: tuple[str, ...]) -> list[str]:
         """Keep the head's modules `names` as built (CLIP's weights); returns those it has (a
         default such as v_proj means nothing to a head without one)."""
@@ -174,12 +138,12 @@ class Trainer:
     def calibrate(self) -> dict:
         """On the first training batch (a fixed one): the dense query's length, then the logit scale."""
         batch = next(iter(self.stream.epoch(seed=0, shuffle=False)))
-        spatial, global_embedding = batch_tensors(batch, self.device)
+        tokens, global_embedding = batch_tensors(batch, self.device)
         measured = {}
         if self.settings["q_init"] == "dense" and hasattr(self.head, "calibrate_query"):
-            measured["query_scale"] = self.head.calibrate_query(spatial, self.text)
+            measured["query_scale"] = self.head.calibrate_query(tokens, self.text)
         if self.config.logit_scale == "auto":
-            cosines = cosine_scores(self.head(spatial, global_embedding, self.text), self.text)
+            cosines = cosine_scores(self.head(tokens, global_embedding, self.text), self.text)
             initial, learnable = initial_logit_scale(cosines), True
         else:
             initial, learnable = float(self.config.logit_scale), False
@@ -223,7 +187,7 @@ class Trainer:
 
     # --- one step -----------------------------------------------------------------------
     def loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        spatial, global_embedding = batch_tensors(batch, self.device)                  # (B, HW, C), (B, D)
+        tokens, global_embedding = batch_tensors(batch, self.device)                   # (B, T, C), (B, D)
         labels = torch.from_numpy(batch["labels"][:, self.seen_columns]).to(self.device)  # (B, S)
         text = self.text
         if self.config.negatives is not None:
@@ -231,10 +195,10 @@ class Trainer:
             labels, text = labels[:, columns], text[columns]
         own_loss = getattr(self.head, "training_loss", None)  # a head's own objective (heads/base.py)
         if own_loss is not None:
-            features, total, parts = own_loss(spatial, global_embedding, text, labels, self.logit_scale.factor(),
+            features, total, parts = own_loss(tokens, global_embedding, text, labels, self.logit_scale.factor(),
                                               need_features=self.projector is not None)
         else:
-            features = self.head(spatial, global_embedding, text)                       # (B, L', D)
+            features = self.head(tokens, global_embedding, text)                        # (B, L', D)
             logits = self.logit_scale(cosine_scores(features, text))
             total = (hinge_ranking_loss if self.config.rank_loss == "hinge" else ranking_loss)(logits, labels)
             parts = {"rank": float(total.detach())}
@@ -279,9 +243,9 @@ class Trainer:
 
         def scored_batches():
             for batch in stream.epoch(seed=0, shuffle=False):
-                spatial, global_embedding = batch_tensors(batch, self.device)
+                tokens, global_embedding = batch_tensors(batch, self.device)
                 with self.precision.autocast():
-                    features = self.head(spatial, global_embedding, self.text)
+                    features = self.head(tokens, global_embedding, self.text)
                 yield cosine_scores(features.float(), self.text).cpu().numpy(), batch["labels"][:, self.seen_columns]
         return 100.0 * streaming_mean_average_precision(scored_batches(), len(self.seen_columns), self.val_rows.count)
 
@@ -317,25 +281,28 @@ class Trainer:
                                "rows": self.val_rows.count},
                 "train_rows": self.train_rows.count}
 
+    # --- the epochs ---------------------------------------------------------------------
+    def run(self, folder: RunFolder, first: int = 1, best: tuple[int, float | None] = (0, None),
+            on_epoch_end: Callable[[int], None] | None = None) -> tuple[tuple[int, float | None], float]:
+        """Epochs `first`..config.epochs: train, validate, keep the best epoch's head as head.pt,
+        log and checkpoint each; `best` is (epoch, val mAP) so far. Returns the best and the last loss."""
+        last_loss = float("nan")
+        for epoch in range(first, self.config.epochs + 1):
+            entry = self.train_epoch(epoch)
+            val_map = self.validate()
+            entry.update(epoch=epoch, val_seen_mAP=val_map)
+            last_loss = entry["loss"]
+            if val_map is None or best[1] is None or val_map > best[1]:
+                best = (epoch, val_map)
+                save_tensors(folder.file(HEAD_FILE), self.head.state_dict())
+            folder.append_log(entry)
+            folder.save_checkpoint(self.checkpoint_state(epoch, best))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+        return best, last_loss
+
 
 RESUMABLE_CHANGES = {"epochs", "progress", "in_memory", "prefetch", "allow_partial", "cache", "out"}
-
-
-def check_resumable(run: RunFolder, trainer: Trainer) -> None:
-    """A resumed run must use the same cache and settings (the epochs and I/O options may change)."""
-    previous = run.read_config()
-    if previous["cache"]["fingerprint"] != trainer.reader.fingerprint():
-        raise UsageError(f"{run.path}: was trained on another cache ({previous['cache']['path']})")
-    before = dataclasses.asdict(from_dict(TrainConfig, previous["train"]))
-    now = dataclasses.asdict(trainer.config)
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and before.get(k) != now[k])
-    if changed:
-        raise UsageError(f"{run.path}: --resume with other settings ({', '.join(changed)}); "
-                         "use the run's own settings or --overwrite")
-    head = previous["head"]
-    if (head["embed_dim"], head["channels"], head["hw"]) != (trainer.reader.embed_dim, trainer.reader.channels,
-                                                            trainer.reader.hw):
-        raise UsageError(f"{run.path}: the head's dimensions do not match the cache's text/pool dimensions")
 
 
 def train_head(config: TrainConfig, resume: bool = False, overwrite: bool = False,
@@ -343,42 +310,24 @@ def train_head(config: TrainConfig, resume: bool = False, overwrite: bool = Fals
     """Train, validate and checkpoint every epoch; returns the run's summary."""
     started = time.perf_counter()
     run = RunFolder(config.out)
-    if run.exists() and not resume and not overwrite:
-        raise UsageError(f"{config.out}: a run is already there; pass --resume to continue it "
-                         "or --overwrite to replace it")
-    if overwrite and os.path.isdir(config.out):
-        shutil.rmtree(config.out)
+    run.claim(resume, overwrite)
     with CacheReader(config.cache, allow_partial=config.allow_partial) as reader:
-        resuming = resume and os.path.exists(run.file(CHECKPOINT_FILE))
-        chosen_lr = run.read_config().get("lr", {}).get("max") if resuming and config.lr == "auto" else None
-        trainer = Trainer(config, reader, chosen_lr)
+        previous = run.read_config() if resume and run.has_checkpoint() else None   # None: a fresh run
+        if previous is not None:
+            check_resumable(run, config, previous["train"], RESUMABLE_CHANGES, f"cache ({previous['cache']['path']})",
+                            reader.fingerprint(), previous["cache"]["fingerprint"])
+        trainer = Trainer(config, reader)
+        trainer.prepare(previous.get("lr", {}).get("max") if previous is not None and config.lr == "auto" else None)
         first, best = 1, (0, None)
-        if resuming:
-            check_resumable(run, trainer)
-            done, best = trainer.restore(load_tensors(run.file(CHECKPOINT_FILE), flat=False))
+        if previous is not None:
+            done, best = trainer.restore(run.load_checkpoint())
             run.truncate_log(done)
             first = done + 1
         else:
-            os.makedirs(config.out, exist_ok=True)
-            for stale in (run.file(LOG_FILE), run.file(CHECKPOINT_FILE)):
-                if os.path.exists(stale):
-                    os.remove(stale)
+            run.start()
             if trainer.range_test is not None:
                 write_range_test(trainer.range_test, config.out)
         run.write_config(trainer.describe())
-        last_loss = float("nan")
-        for epoch in range(first, config.epochs + 1):
-            entry = trainer.train_epoch(epoch)
-            val_map = trainer.validate()
-            entry.update(epoch=epoch, val_seen_mAP=val_map)
-            last_loss = entry["loss"]
-            if val_map is None or best[1] is None or val_map > best[1]:
-                best = (epoch, val_map)
-                save_tensors(run.file(HEAD_FILE), trainer.head.state_dict())
-            run.append_log(entry)
-            save_tensors(run.file(CHECKPOINT_FILE), trainer.checkpoint_state(epoch, best))
-            if on_epoch_end is not None:
-                on_epoch_end(epoch)
-        summary = trainer.describe() | {"best_epoch": best[0], "best_val_seen_mAP": best[1]}
-        run.write_config(summary)
+        best, last_loss = trainer.run(run, first, best, on_epoch_end)
+        run.write_config(trainer.describe() | {"best_epoch": best[0], "best_val_seen_mAP": best[1]})
     return TrainResult(config.out, config.epochs, best[0], best[1], last_loss, time.perf_counter() - started)

@@ -1,0 +1,44 @@
+"""Atomic file writes: a JSON document or a tensor file is written whole or not at all.
+
+Each is written to `PATH.tmp`, in the destination's own folder (so the rename never crosses file
+systems), flushed to disk, then renamed over PATH: an interruption leaves either the old file or
+the new one, never half of one (a leftover PATH.tmp is overwritten by the next write).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import torch
+
+
+def replace_atomically(path: str, write: Callable[[str], None]) -> None:
+    """`write(temporary)` writes the new content to the temporary path given; it is then fsynced
+    and renamed to `path`. On any failure the temporary file is removed and `path` left as it was."""
+    temporary = path + ".tmp"
+    try:
+        write(temporary)
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def write_json(path: str, value, indent: int = 2, sort_keys: bool = False) -> None:
+    """`value` as JSON (json.dump's `indent` and `sort_keys`), written atomically."""
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(value, handle, indent=indent, sort_keys=sort_keys)
+    replace_atomically(path, write)
+
+
+def save_tensors(path: str, state: dict) -> None:
+    """`torch.save(state)`, written atomically."""
+    replace_atomically(path, lambda temporary: torch.save(state, temporary))
