@@ -170,11 +170,14 @@ class Predictor:
         grid = self.backbone.grid
         return maps[0].reshape(len(columns), grid[0], grid[1]).float().cpu().numpy()      # (k, H, W)
 
-    def predict(self, images: ImageInput | list[ImageInput], labels: str | list[str], top_k: int = 5,
+    def predict(self, images: ImageInput | list[ImageInput], labels: str | list[str], top_k: int | None = 5,
                 alpha: float = 0.0, batch_size: int = 32, attention: bool = False,
-                explain: str | None = None) -> list[Prediction]:
-        """Top-K of `labels` per image, best first. `attention` keeps each predicted label's
-        attention map and the decoded image; `explain` also writes them as PNGs into that folder."""
+                explain: str | None = None, threshold: float | str | None = None) -> list[Prediction]:
+        """Top-K of `labels` per image, best first; with `threshold` (a score, or 'mcut') only the
+        labels at or above it (at most `top_k` of them unless it is None). `attention` keeps each
+        predicted label's attention map and the decoded image; `explain` also writes them as PNGs."""
+        from ..tag.rules import threshold_rule
+        rule = threshold_rule(threshold) if threshold is not None else None
         if isinstance(images, (str, bytes, os.PathLike, Image.Image)):
             images = [images]
         if not 0 <= alpha <= 1:
@@ -196,7 +199,10 @@ class Predictor:
                 if picture is None:
                     predictions.append(Prediction(name, [], reason))
                     continue
-                order = np.argsort(-scores[row], kind="stable")[:top_k]
+                order = np.argsort(-scores[row], kind="stable")
+                if rule is not None:
+                    order = order[rule.decide(scores[row:row + 1])[0][order]]
+                order = order[:top_k]
                 prediction = Prediction(name, [(names[j], float(scores[row][j])) for j in order])
                 if attention or explain:
                     prediction.attention = self.attention_maps(spatial[row:row + 1], global_embedding[row:row + 1],
