@@ -3,8 +3,9 @@ hierarchy root, `ROOT|tag` in `lr:hierarchicalSubject`), as digiKam, darktable a
 
 Why ExifTool: it is the reference XMP writer photo users already have (Debian's
 libimage-exiftool-perl), it keeps every field of an existing sidecar (ratings, locations, other
-applications' namespaces), keeps `dc:subject` a bag, adds a keyword without repeating it
-(`-=` then `+=` of the same value) and creates a sidecar from nothing. pyexiv2 was tried: it
+applications' namespaces), keeps `dc:subject` a bag and creates a sidecar from nothing. The
+sidecar's keywords are read first, and only the missing ones are added (after the others, whose
+order is kept). pyexiv2 was tried: it
 rewrote `dc:subject` as an ordered `rdf:Seq`, and it cannot create a sidecar without a
 hand-written packet. One ExifTool process (`-stay_open`) serves every sidecar of a run; each
 sidecar is written to a temporary file (`-o`) and renamed into place, so an interrupted run never
@@ -12,6 +13,7 @@ leaves half a sidecar, and an existing one is only replaced whole.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,15 +31,17 @@ def exiftool_missing() -> str | None:
             "macOS: brew install exiftool)")
 
 
-def keyword_arguments(tags: list[str], hierarchy: str | None, replace: bool) -> list[str]:
-    """ExifTool arguments adding `tags` to dc:subject (and ROOT|tag to lr:hierarchicalSubject)
-    without duplicates; with `replace`, dc:subject first emptied."""
-    arguments = ["-XMP-dc:Subject="] if replace else []
-    for tag in tags:
-        arguments += [f"-XMP-dc:Subject-={tag}", f"-XMP-dc:Subject+={tag}"]
-        if hierarchy:
-            arguments += [f"-XMP-lr:HierarchicalSubject-={hierarchy}|{tag}",
-                          f"-XMP-lr:HierarchicalSubject+={hierarchy}|{tag}"]
+def keyword_arguments(tags: list[str], hierarchy: str | None, held: dict[str, list[str]],
+                      replace: bool) -> list[str]:
+    """ExifTool arguments adding to dc:subject the `tags` it does not hold yet (and ROOT|tag to
+    lr:hierarchicalSubject); with `replace`, both set to ours (`=` assignments of a list replace it)."""
+    operator = "=" if replace else "+="
+    subject = set() if replace else set(held.get("Subject", []))
+    arguments = [f"-XMP-dc:Subject{operator}{tag}" for tag in tags if tag not in subject]
+    if hierarchy:
+        paths = set() if replace else set(held.get("HierarchicalSubject", []))
+        arguments += [f"-XMP-lr:HierarchicalSubject{operator}{hierarchy}|{tag}" for tag in tags
+                      if f"{hierarchy}|{tag}" not in paths]
     return arguments
 
 
@@ -67,15 +71,27 @@ class ExifTool:
                 return "".join(lines)
             lines.append(line)
 
+    def keywords(self, sidecar: str) -> dict[str, list[str]]:
+        """The sidecar's dc:subject and lr:hierarchicalSubject entries, as text."""
+        output = self.execute(["-j", "-XMP-dc:Subject", "-XMP-lr:HierarchicalSubject", sidecar])
+        try:
+            found = json.loads(output)[0]
+        except (ValueError, IndexError):
+            raise UsageError(f"{sidecar}: exiftool cannot read this sidecar ({output.strip()[:200]})") from None
+        listed = lambda value: [str(v) for v in (value if isinstance(value, list) else [value])]
+        return {key: listed(found[key]) for key in ("Subject", "HierarchicalSubject") if key in found}
+
     def write(self, sidecar: str, tags: list[str], hierarchy: str | None, replace: bool) -> str:
-        """Add `tags` to `sidecar` (created when absent); returns written or updated."""
+        """Add `tags` to `sidecar` (created when absent); returns written, updated or unchanged."""
         folder, name = os.path.split(sidecar)
         temporary = os.path.join(folder, f".{name}.ovml-tmp.xmp")
         if os.path.exists(temporary):
             os.remove(temporary)
         exists = os.path.exists(sidecar)
-        output = self.execute(["-m", "-o", temporary] + keyword_arguments(tags, hierarchy, replace)
-                              + ([sidecar] if exists else []))
+        arguments = keyword_arguments(tags, hierarchy, self.keywords(sidecar) if exists and not replace else {}, replace)
+        if exists and not arguments:
+            return "unchanged"
+        output = self.execute(["-m", "-o", temporary] + arguments + ([sidecar] if exists else []))
         if not os.path.exists(temporary):
             raise UsageError(f"{sidecar}: exiftool wrote no sidecar ({output.strip() or 'no message'})")
         os.replace(temporary, sidecar)
