@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from ovml.cli import main
 from tests.folder_dataset import CLASSES, write_folder_dataset
 
-pytestmark = pytest.mark.skipif(shutil.which("exiftool") is None,
-                                reason="exiftool is not installed (Debian: libimage-exiftool-perl; .ci/run installs it)")
+pytestmark = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed "
+                                "(Debian: libimage-exiftool-perl; .ci/run installs it)")
 
 LABELS = ",".join(name for name, _ in CLASSES)
 OTHER_APPLICATION = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>

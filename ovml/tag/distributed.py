@@ -24,7 +24,7 @@ _WORKER_LOCK = threading.Lock()
 def worker_engine(plan: TagPlan):
     """The engine of this worker process, loaded once per run and reused by its tasks."""
     from .runner import open_engine
-    key = (plan.config, tuple(sorted(plan.fingerprint.items(), key=str)).__repr__())
+    key = (plan.config, repr(sorted(plan.fingerprint.items(), key=str)))
     with _WORKER_LOCK:
         if key not in _WORKER_STATE:
             for reader in [state[1] for state in _WORKER_STATE.values() if state[1] is not None]:
@@ -49,8 +49,8 @@ def tag_units_task(plan: TagPlan, units: list[int]) -> list[tuple[int, dict, dic
 
 
 def worker_plan(plan: TagPlan) -> TagPlan:
-    """The plan as workers run it: absolute paths (images are read from `plan.folder`), decoding in their own process, no bars, and
-    the coordinator's CPU threads."""
+    """The plan as workers run it: absolute paths (images are read from `plan.folder`), decoding in
+    their own process, no bars, and the coordinator's CPU threads."""
     import torch
     config = plan.config
     config = dataclasses.replace(

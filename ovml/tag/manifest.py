@@ -43,7 +43,8 @@ class Manifest:
         with open(self.path, encoding="utf-8") as handle:
             state = json.load(handle)
         old = state.get("fingerprint", {})
-        changed = sorted(key for key in set(old) | set(self.fingerprint) if old.get(key) != self.fingerprint.get(key))
+        keys = set(old) | set(self.fingerprint)
+        changed = sorted(key for key in keys if old.get(key) != self.fingerprint.get(key))
         if changed:
             raise UsageError(f"{out}: holds a tag run made with other {', '.join(changed)}; rerun that command "
                              "to finish it, or choose another --out")
@@ -56,7 +57,8 @@ class Manifest:
 
     def save(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        write_json(self.path, {"fingerprint": self.fingerprint, "units": self.units, "done": {str(unit): self.done[unit] for unit in sorted(self.done)},
+        done = {str(unit): self.done[unit] for unit in sorted(self.done)}
+        write_json(self.path, {"fingerprint": self.fingerprint, "units": self.units, "done": done,
                                "finished": self.finished})
 
     def mark(self, unit: int, counts: dict) -> None:

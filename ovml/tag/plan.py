@@ -160,7 +160,8 @@ def plan_tag(config: TagConfig, reader: CacheReader | None = None) -> TagPlan:
         names = cache_names(trained_on.get("path")) or (list(reader.names) if reader is not None else [])
         source = "the head's vocabulary" if trained_on.get("path") else "the cache's vocabulary"
         if not names:
-            raise UsageError("no vocabulary: give --labels or --labels-file (or --head / --cache, whose labels are used)")
+            raise UsageError("no vocabulary: give --labels or --labels-file (or --head / --cache, whose "
+                             "labels are used)")
     vocabulary = choose_vocabulary(names, source, config.only, config.exclude, config.always_first)
     rule, notes = build_rule(vocabulary.names, config.top_k, config.threshold, config.thresholds_file)
     plan = TagPlan(config, vocabulary, rule, units, images, model, list(templates), trained_on,

@@ -88,7 +88,8 @@ class ExifTool:
         if os.path.exists(temporary):
             os.remove(temporary)
         exists = os.path.exists(sidecar)
-        arguments = keyword_arguments(tags, hierarchy, self.keywords(sidecar) if exists and not replace else {}, replace)
+        held = self.keywords(sidecar) if exists and not replace else {}
+        arguments = keyword_arguments(tags, hierarchy, held, replace)
         if exists and not arguments:
             return "unchanged"
         output = self.execute(["-m", "-o", temporary] + arguments + ([sidecar] if exists else []))
