@@ -210,7 +210,7 @@ class TagConfig:
     xmp_name: str = "full"               # full: photo.jpg.xmp; stem: photo.xmp
     hierarchy: str | None = None         # xmp: also ROOT|tag in lr:hierarchicalSubject
     device: str = "cpu"                  # torch device
-    batch_size: int = 64                 # images per forward pass (folders) or per scoring block (caches)
+    batch_size: int = 64                 # images per forward pass (folders; a cache is scored a unit at a time)
     workers: int = 2                     # decode processes (folders)
     decode: str = "exact"                # exact, draft or gpu, as extract
     unit_images: int = 256               # images per resumable unit (one table part, one manifest entry)

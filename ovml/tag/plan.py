@@ -103,10 +103,13 @@ def head_cache(config: TagConfig) -> dict:
     return RunFolder(config.head).read_config().get("cache", {}) if config.head else {}
 
 
-def cache_names(path: str | None) -> list[str]:
-    """The vocabulary of the cache at `path` ([] when there is none or it cannot be read)."""
+def cache_names(path: str | None, reader: CacheReader | None) -> list[str]:
+    """The vocabulary of the cache at `path` ([] when there is none or it cannot be read); the
+    open `reader`'s when it is that cache."""
     if not path:
         return []
+    if reader is not None and os.path.abspath(path) == os.path.abspath(reader.path):
+        return list(reader.names)
     try:
         with CacheReader(path, allow_partial=True) as reader:
             return list(reader.names)
@@ -157,7 +160,7 @@ def plan_tag(config: TagConfig, reader: CacheReader | None = None) -> TagPlan:
             check_sidecar_paths(images, lambda image: xmp_path(image, config.xmp_name))
     names, source = given_names(config.labels, config.labels_file)
     if not names:
-        names = cache_names(trained_on.get("path")) or (list(reader.names) if reader is not None else [])
+        names = cache_names(trained_on.get("path"), reader) or (list(reader.names) if reader is not None else [])
         source = "the head's vocabulary" if trained_on.get("path") else "the cache's vocabulary"
         if not names:
             raise UsageError("no vocabulary: give --labels or --labels-file (or --head / --cache, whose "

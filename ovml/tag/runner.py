@@ -154,7 +154,7 @@ def open_engine(plan: TagPlan, reader: CacheReader | None, device: str | None = 
             plan.text = embed_labels(backbone.model, plan.names, plan.templates, device, progress=config.progress)
     else:
         pool, heads = (cache_pool(reader, device) if config.head else {}), reader.num_heads
-        source = CacheSource(reader, config.batch_size, device)
+        source = CacheSource(reader, device)
         if plan.text is None:
             plan.text, notes = cache_label_text(reader, plan.names, plan.templates, config.model, str(device),
                                                 config.download_root, config.progress)

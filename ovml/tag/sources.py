@@ -147,10 +147,11 @@ def join_rows(parts: list[np.ndarray], labels: int) -> np.ndarray:
 
 
 class CacheSource:
-    """The ok rows of a cache's finished units, from their stored features."""
+    """The ok rows of a cache's finished units, from their stored features, scored a unit at a time
+    (the unit is the scoring block, as eval's batches)."""
 
-    def __init__(self, reader: CacheReader, batch_size: int, device: torch.device):
-        self.reader, self.batch_size, self.device = reader, batch_size, device
+    def __init__(self, reader: CacheReader, device: torch.device):
+        self.reader, self.device = reader, device
         self.usable: dict[str, np.ndarray] = {}
         root = (reader.dataset or {}).get("root")
         self.root = root if isinstance(root, str) and os.path.isdir(root) else None
@@ -174,12 +175,9 @@ class CacheSource:
                 rows = ahead.result()
                 if index + 1 < len(units):
                     ahead = reader.submit(self._read, units[index + 1], fields)
-                parts = []
-                for start in range(0, len(rows["ids"]), self.batch_size):
-                    block = slice(start, start + self.batch_size)
-                    global_embedding = torch.from_numpy(rows["global"][block]).to(self.device)      # (b, D)
-                    tokens = torch.from_numpy(rows["tokens"][block]).to(self.device) if "tokens" in rows else None
-                    parts.append(scorer(tokens, global_embedding))
+                global_embedding = torch.from_numpy(rows["global"]).to(self.device)                 # (n, D)
+                tokens = torch.from_numpy(rows["tokens"]).to(self.device) if "tokens" in rows else None
+                parts = [scorer(tokens, global_embedding)] if rows["ids"] else []
                 files = [os.path.join(self.root, image) for image in rows["ids"]] if self.root else \
                     [None] * len(rows["ids"])
                 keys = {"split": [unit.split] * len(rows["ids"]), "row": rows["row"], "id": rows["ids"],
