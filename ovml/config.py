@@ -218,3 +218,5 @@ class TagConfig:
     strict: bool = False                 # stop at the first unreadable image
     threads: int | None = None           # torch CPU threads (Dask workers get the coordinator's)
     progress: bool = True                # show progress
+    save_cache: str | None = None        # image files: also keep their features as a cache here, to tag
+                                         # them again later with any vocabulary (`cache=`)

@@ -152,3 +152,22 @@ def test_predict_keeps_its_top_k_and_gains_a_threshold(photos, tiny_clip):
     assert len(capped) == 1
     mcut = runner.invoke(main, base + ["--threshold", "mcut"])
     assert mcut.exit_code == 0 and 1 <= len(json.loads(mcut.output)[0]["labels"]) <= 5
+
+
+def test_features_saved_while_tagging_tag_the_images_again_without_the_image_tower(photos, tiny_clip, tmp_path,
+                                                                                     monkeypatch):
+    import ovml.tag.runner as runner
+    kept = str(tmp_path / "features.zarr")
+    first = tag(tiny_clip, photos, "--out", str(tmp_path / "first"), "--save-cache", kept, "--top-k", "2")
+    assert first.exit_code == 0 and f"features kept in {kept}" in first.output
+    monkeypatch.setattr(runner, "load_backbone", lambda *a, **k: pytest.fail("the image tower was loaded"))
+    again = CliRunner().invoke(main, ["tag", "--cache", kept, "--out", str(tmp_path / "again"), "--top-k", "2",
+                                      "--format", "jsonl,txt"])        # the vocabulary kept with the features
+    assert again.exit_code == 0, again.output
+    assert "3 cache rows not ok skipped" in again.output and "txt written 17" in again.output
+    before = [json.loads(line) for line in open(tmp_path / "first" / "tags.jsonl", encoding="utf-8")]
+    after = [json.loads(line) for line in open(tmp_path / "again" / "tags.jsonl", encoding="utf-8")]
+    assert [os.path.abspath(row["image"]) for row in before] == [row["image"] for row in after]
+    for old, new in zip(before, after):                     # the cache keeps float16 features
+        assert old["labels"] == new["labels"] or abs(old["scores"][0] - old["scores"][1]) < 1e-3
+        assert max(abs(a - b) for a, b in zip(old["scores"], new["scores"])) < 1e-3

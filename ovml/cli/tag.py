@@ -53,6 +53,8 @@ class ThresholdType(click.ParamType):
 @click.option("--xmp-name", type=click.Choice(["full", "stem"]), default="full", show_default=True,
               help="full: photo.jpg.xmp (darktable, digiKam); stem: photo.xmp (Lightroom).")
 @click.option("--hierarchy", default=None, help="xmp: also write ROOT|tag into lr:hierarchicalSubject.")
+@click.option("--save-cache", default=None, help="Also keep the images' features as a cache here (*.zarr), to "
+              "tag them again later with any vocabulary: ovml tag --cache PATH.")
 @device_options
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Image decode processes.")
@@ -67,7 +69,8 @@ class ThresholdType(click.ParamType):
 @user_errors
 def tag(inputs, out, cache, splits, labels, labels_file, only, exclude, always_first, head, alpha, model, prompts,
         top_k, threshold, thresholds_file, formats, long, caption_extension, overwrite, append, xmp_name, hierarchy,
-        gpu, device, batch_size, workers, decode, unit_images, dask, strict, threads, download_root) -> None:
+        save_cache, gpu, device, batch_size, workers, decode, unit_images, dask, strict, threads,
+        download_root) -> None:
     """Tag image files and folders (recursive), or every image of a --cache, with any vocabulary.
 
     Writes tables (one row per image, or --long) and sidecars (photo.txt, photo.jpg.xmp) into
@@ -85,6 +88,6 @@ def tag(inputs, out, cache, splits, labels, labels_file, only, exclude, always_f
                        sidecars="overwrite" if overwrite else "append" if append else "keep", xmp_name=xmp_name,
                        hierarchy=hierarchy, device=resolve_device(gpu, device), batch_size=batch_size,
                        workers=workers, decode=decode, unit_images=unit_images, dask=dask, strict=strict,
-                       threads=threads)
+                       threads=threads, save_cache=save_cache)
     for line in run_tag(config).lines():
         click.echo(line)

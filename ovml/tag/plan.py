@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..extract.text import load_prompts
 from ..predict.predictor import check_head_backbone, expand_images
 from ..train.run_folder import RunFolder
+from .feature_cache import unwritable
 from .manifest import STATE_FOLDER, digest
 from .rules import Rule, build_rule
 from .sidecars import SIDECAR_MODES, check_sidecar_paths, txt_path, xmp_path
@@ -96,6 +97,11 @@ def check_formats(config: TagConfig) -> None:
         raise UsageError(f"--alpha must lie in [0, 1], got {config.alpha}")
     if config.unit_images < 1 or config.batch_size < 1:
         raise UsageError("--batch-size and the unit size must be at least 1")
+    if config.save_cache and (config.cache or config.dask):
+        raise UsageError("--save-cache keeps the features of image files tagged in one process "
+                         "(not with --cache or --dask)")
+    if config.save_cache and unwritable(config.save_cache):
+        raise UsageError(unwritable(config.save_cache))
 
 
 def head_cache(config: TagConfig) -> dict:
@@ -122,7 +128,7 @@ def plan_images(config: TagConfig) -> list[str]:
     missing = [item for item in config.inputs if not os.path.exists(item)]
     if missing:
         raise UsageError(f"{missing[0]}: no such file or folder")
-    return expand_images(list(config.inputs))
+    return list(dict.fromkeys(expand_images(list(config.inputs))))
 
 
 def plan_tag(config: TagConfig, reader: CacheReader | None = None) -> TagPlan:
@@ -173,5 +179,6 @@ def plan_tag(config: TagConfig, reader: CacheReader | None = None) -> TagPlan:
         "labels": digest(vocabulary.names), "always_first": vocabulary.always_first, "rule": rule.describe(),
         "formats": sorted(config.formats), "long": config.long, "model": model, "prompts": digest(plan.templates),
         "head": config.head and os.path.abspath(config.head), "alpha": config.alpha, "unit_images": config.unit_images,
-        "sidecars": [config.sidecars, config.caption_extension, config.xmp_name, config.hierarchy]}
+        "sidecars": [config.sidecars, config.caption_extension, config.xmp_name, config.hierarchy],
+        "save_cache": config.save_cache and os.path.abspath(config.save_cache)}
     return plan

@@ -25,6 +25,7 @@ from ..extract.runner import SteadyRate
 from ..extract.text import embed_labels
 from ..progress import progress
 from ..train.saved_head import load_trained_head
+from .feature_cache import FeatureCache
 from .label_text import cache_label_text, load_text_model
 from .manifest import STATE_FOLDER, Manifest, write_json
 from .plan import TagPlan, plan_tag
@@ -82,9 +83,9 @@ class TagSummary:
 class UnitOutputs:
     """Decides one unit's labels and writes its sidecars, table parts and errors part."""
 
-    def __init__(self, plan: TagPlan):
+    def __init__(self, plan: TagPlan, features: FeatureCache | None = None):
         config = plan.config
-        self.plan, self.config = plan, config
+        self.plan, self.config, self.features = plan, config, features
         self.tables = TableParts(config.out, list(config.formats), config.long, plan.metadata())
         self.exiftool = ExifTool() if "xmp" in config.formats else None
         self.first = plan.first
@@ -97,6 +98,8 @@ class UnitOutputs:
                             present_order(scored.scores, present, self.first))
         sidecars = self.write_sidecars(tagged, scored.files)
         self.tables.write(tagged)
+        if self.features is not None:
+            self.features.write(scored)
         self.write_errors(scored)
         counts = {"images": len(scored.scores), "failures": len(scored.failures), "skipped": scored.skipped}
         return counts, sidecars
@@ -138,6 +141,7 @@ class Engine:
 
     source: FolderSource | CacheSource
     scorer: Scorer
+    features: FeatureCache | None = None    # --save-cache
 
 
 def open_engine(plan: TagPlan, reader: CacheReader | None, device: str | None = None) -> Engine:
@@ -145,13 +149,17 @@ def open_engine(plan: TagPlan, reader: CacheReader | None, device: str | None = 
     cache) and fill `plan.text` when it is still empty."""
     config = plan.config
     device = torch.device(device or config.device)
+    features = None
     if reader is None:
         backbone = load_backbone(plan.model, device, config.download_root)
         pool, heads = (pool_tensors(backbone.pool_weights(), device) if config.head else {}), backbone.num_heads
         source = FolderSource(plan.images, backbone, config.batch_size, config.workers, config.decode,
-                              config.strict, plan.folder)
+                              config.strict, plan.folder, keep_features=bool(config.save_cache))
         if plan.text is None:
             plan.text = embed_labels(backbone.model, plan.names, plan.templates, device, progress=config.progress)
+        if config.save_cache:
+            features = FeatureCache(config.save_cache, backbone, plan.names, plan.text, plan.templates,
+                                    plan.images, plan.folder, config.unit_images)
     else:
         pool, heads = (cache_pool(reader, device) if config.head else {}), reader.num_heads
         source = CacheSource(reader, device)
@@ -160,7 +168,7 @@ def open_engine(plan: TagPlan, reader: CacheReader | None, device: str | None = 
                                                 config.download_root, config.progress)
             plan.notes += notes
     head = load_trained_head(config.head, pool, heads, device) if config.head else None
-    return Engine(source, Scorer(plan.text, head, config.alpha, device))
+    return Engine(source, Scorer(plan.text, head, config.alpha, device), features)
 
 
 def plan_text(plan: TagPlan, reader: CacheReader | None) -> None:
@@ -178,7 +186,7 @@ def plan_text(plan: TagPlan, reader: CacheReader | None) -> None:
 def tag_units(plan: TagPlan, engine: Engine, units: list[int], on_unit) -> None:
     """Score and write `units`, calling `on_unit(unit, counts, sidecars)` after each is complete."""
     chosen = [plan.units[index] for index in units]
-    outputs = UnitOutputs(plan)
+    outputs = UnitOutputs(plan, engine.features)
     try:
         for scored in engine.source.scores(chosen, engine.scorer):
             counts, sidecars = outputs.write(scored)
@@ -242,7 +250,15 @@ def run_tag(config: TagConfig) -> TagSummary:
                 summary.add(counts, sidecars)
                 bar.update(unit.stop - unit.start)
 
-            tag_units(plan, engine, pending, on_unit)
+            try:
+                tag_units(plan, engine, pending, on_unit)
+                if engine.features is not None:
+                    engine.features.finish()
+                    summary.notes.append(f"features kept in {config.save_cache}: tag these images again with "
+                                         f"`ovml tag --cache {config.save_cache} ...`")
+            finally:
+                if engine.features is not None:
+                    engine.features.close()
             bar.close()
             summary.steady = getattr(engine.source, "steady", None)
             summary.notes += [note for note in [getattr(engine.source, "note", None)] if note]

@@ -50,6 +50,9 @@ class UnitScores:
     files: list[str | None]                # each row's image file, for sidecars (None: no file)
     failures: list[tuple[str, str]] = field(default_factory=list)   # (image, reason)
     skipped: int = 0                       # cache rows that were not ok (unreadable at extraction)
+    rows: list[int] = field(default_factory=list)   # image files: the scored rows' numbers in the list
+    features: tuple[np.ndarray, np.ndarray] | None = None   # tokens and global float16 of those rows
+                                                            # (image files with --save-cache)
 
 
 def image_units(count: int, unit_images: int) -> list[Unit]:
@@ -82,6 +85,7 @@ class Scorer:
 
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor | None, global_embedding: torch.Tensor) -> np.ndarray:
+        """(n, L) float32 scores; `tokens` are read only with a head."""
         if self.head is None:
             return clip_ml_scores(global_embedding.float(), self.text)
         parts = head_parts(self.head.module, tokens.float(), global_embedding.float(), self.text)
@@ -92,10 +96,11 @@ class FolderSource:
     """Image files decoded by worker processes and encoded by the backbone."""
 
     def __init__(self, paths: list[str], backbone: Backbone, batch_size: int, workers: int, decode: str,
-                 strict: bool, folder: str = ""):
+                 strict: bool, folder: str = "", keep_features: bool = False):
         self.paths, self.backbone = paths, backbone        # as given: the tables' keys
         self.files = [os.path.join(folder, path) for path in paths]   # where they are read from
         self.batch_size, self.workers, self.strict = batch_size, workers, strict
+        self.keep_features = keep_features
         self.decode, self.note = resolve_decode(decode, backbone.device)
         self.steady = SteadyRate(skip=max(1, workers))
 
@@ -117,6 +122,7 @@ class FolderSource:
         pending = iter(units)
         unit = next(pending)
         parts: list[np.ndarray] = []
+        kept: list[tuple[np.ndarray, np.ndarray]] = []
         rows: list[int] = []
         failures: list[tuple[str, str]] = []
         for batch in self.loader(units):
@@ -130,15 +136,19 @@ class FolderSource:
                     failures.append((self.paths[row], reason))
             if ok:
                 keep = torch.tensor(ok, device=global_embedding.device)
-                parts.append(scorer(tokens.index_select(0, keep) if scorer.needs_tokens else None,
-                                    global_embedding.index_select(0, keep)))
+                tokens, global_embedding = tokens.index_select(0, keep), global_embedding.index_select(0, keep)
+                parts.append(scorer(tokens, global_embedding))
+                if self.keep_features:
+                    kept.append((tokens.half().cpu().numpy(), global_embedding.half().cpu().numpy()))
                 rows += [int(batch.rows[i]) for i in ok]
             self.steady.mark(len(batch.rows))
             if int(batch.rows[-1]) + 1 == unit.stop:
                 keys = {"image": [self.paths[row] for row in rows]}
                 files = [self.files[row] for row in rows]
-                yield UnitScores(unit, keys, join_rows(parts, len(scorer.text)), files, failures)
-                parts, rows, failures = [], [], []
+                features = tuple(np.concatenate(part) for part in zip(*kept)) if kept else None
+                yield UnitScores(unit, keys, join_rows(parts, len(scorer.text)), files, failures, rows=rows,
+                                 features=features)
+                parts, kept, rows, failures = [], [], [], []
                 unit = next(pending, None)
 
 
