@@ -5,7 +5,7 @@ Why ExifTool: it is the reference XMP writer photo users already have (Debian's
 libimage-exiftool-perl), it keeps every field of an existing sidecar (ratings, locations, other
 applications' namespaces), keeps `dc:subject` a bag and creates a sidecar from nothing. The
 sidecar's keywords are read first, and only the missing ones are added (after the others, whose
-order is kept). pyexiv2 was tried: it
+order is kept), judged on `name_key` as txt sidecars are (`city street` is `city_street`). pyexiv2 was tried: it
 rewrote `dc:subject` as an ordered `rdf:Seq`, and it cannot create a sidecar without a
 hand-written packet. One ExifTool process (`-stay_open`) serves every sidecar of a run; each
 sidecar is written to a temporary file (`-o`) and renamed into place, so an interrupted run never
@@ -19,6 +19,7 @@ import shutil
 import subprocess
 
 from ..errors import UsageError
+from .vocabulary import name_key
 
 READY = "{ready}"
 
@@ -36,12 +37,12 @@ def keyword_arguments(tags: list[str], hierarchy: str | None, held: dict[str, li
     """ExifTool arguments adding to dc:subject the `tags` it does not hold yet (and ROOT|tag to
     lr:hierarchicalSubject); with `replace`, both set to ours (`=` assignments of a list replace it)."""
     operator = "=" if replace else "+="
-    subject = set() if replace else set(held.get("Subject", []))
-    arguments = [f"-XMP-dc:Subject{operator}{tag}" for tag in tags if tag not in subject]
+    subject = set() if replace else {name_key(keyword) for keyword in held.get("Subject", [])}
+    arguments = [f"-XMP-dc:Subject{operator}{tag}" for tag in tags if name_key(tag) not in subject]
     if hierarchy:
-        paths = set() if replace else set(held.get("HierarchicalSubject", []))
+        paths = set() if replace else {name_key(path) for path in held.get("HierarchicalSubject", [])}
         arguments += [f"-XMP-lr:HierarchicalSubject{operator}{hierarchy}|{tag}" for tag in tags
-                      if f"{hierarchy}|{tag}" not in paths]
+                      if name_key(f"{hierarchy}|{tag}") not in paths]
     return arguments
 
 
