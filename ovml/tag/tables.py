@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 TABLE_FORMATS = ("jsonl", "csv", "parquet")
 SCORE_DECIMALS = 6      # JSON Lines scores are rounded to this (float32 carries about 7 digits)
 LIST_SEPARATOR = ", "   # wide CSV: a cell's labels and scores, as in txt sidecars
+JSONL_ROWS = 65536      # rows turned into Python objects at a time
 
 
 @dataclass
@@ -89,16 +90,21 @@ def long_table(unit: TaggedUnit) -> pa.Table:
                      pa.array([unit.rule] * (n * labels), pa.string())], schema=schema)
 
 
-def jsonl_lines(table: pa.Table) -> str:
-    """The table as JSON Lines, scores rounded to SCORE_DECIMALS."""
-    def rounded(value):
-        if isinstance(value, float):
-            return round(value, SCORE_DECIMALS)
-        if isinstance(value, list):
-            return [rounded(v) for v in value]
-        return value
-    return "".join(json.dumps({key: rounded(value) for key, value in row.items()}, ensure_ascii=False) + "\n"
-                   for row in table.to_pylist())
+def rounded(value):
+    """A cell with its floats rounded to SCORE_DECIMALS."""
+    if isinstance(value, float):
+        return round(value, SCORE_DECIMALS)
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
+def write_jsonl(table: pa.Table, handle) -> None:
+    """The table as JSON Lines, a slice of JSONL_ROWS rows at a time (a long table holds a unit
+    times the vocabulary)."""
+    for batch in table.to_batches(max_chunksize=JSONL_ROWS):
+        handle.write("".join(json.dumps({key: rounded(value) for key, value in row.items()}, ensure_ascii=False)
+                             + "\n" for row in batch.to_pylist()))
 
 
 def csv_ready(table: pa.Table) -> pa.Table:
@@ -147,7 +153,7 @@ class TableParts:
                 pa_csv.write_csv(csv_ready(table), temporary)
             else:
                 with open(temporary, "w", encoding="utf-8") as handle:
-                    handle.write(jsonl_lines(table))
+                    write_jsonl(table, handle)
             replace_atomically(temporary, self.part(fmt, unit.index))
 
     def join(self, units: list[int]) -> list[str]:
