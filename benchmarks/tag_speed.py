@@ -104,7 +104,7 @@ def memory_arm(folder: str, counts: list[int]) -> dict[int, float]:
         cache = os.path.join(folder, f"wide_{count}.zarr")
         started = time.perf_counter()
         write_planted_world(cache, PlantedWorld(seen=MEMORY_LABELS * 4 // 5, unseen=MEMORY_LABELS // 5,
-                                                channels=16, grid=2, train_images=64, test_images=count,
+                                                channels=64, grid=2, train_images=64, test_images=count,
                                                 unit_rows=1024, big_cells=(1, 2), small_cells=(1, 1)))
         made = time.perf_counter() - started
         env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), ".."))

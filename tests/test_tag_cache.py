@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 from click.testing import CliRunner
 
 from ovml.cache.reader import CacheReader

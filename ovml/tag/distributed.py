@@ -57,7 +57,8 @@ def worker_plan(plan: TagPlan) -> TagPlan:
         config, workers=0, progress=False, threads=config.threads or torch.get_num_threads(),
         out=os.path.abspath(config.out), cache=config.cache and os.path.abspath(config.cache),
         head=config.head and os.path.abspath(config.head))
-    return dataclasses.replace(plan, config=config)
+    model = os.path.abspath(plan.model) if os.path.isfile(plan.model) else plan.model
+    return dataclasses.replace(plan, config=config, model=model)
 
 
 def run_distributed(plan: TagPlan, manifest: Manifest, summary, pending: list[int]) -> None:

@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from ..cache.batches import cache_pool, pool_tensors
