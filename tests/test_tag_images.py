@@ -171,3 +171,17 @@ def test_features_saved_while_tagging_tag_the_images_again_without_the_image_tow
     for old, new in zip(before, after):                     # the cache keeps float16 features
         assert old["labels"] == new["labels"] or abs(old["scores"][0] - old["scores"][1]) < 1e-3
         assert max(abs(a - b) for a, b in zip(old["scores"], new["scores"])) < 1e-3
+
+
+def test_a_folder_tagged_with_a_head_scores_as_predict_does_over_the_heads_vocabulary(tiny_run, tmp_path):
+    out = tmp_path / "tagged"
+    result = CliRunner().invoke(main, ["tag", tiny_run["images"], "--out", str(out), "--head", tiny_run["run"],
+                                       "--alpha", "0.5", "--top-k", "3", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in open(out / "tags.jsonl", encoding="utf-8")]
+    assert len(rows) == 24 and json.loads((out / "tag.json").read_text())["vocabulary"] == [n for n, _ in CLASSES]
+    predicted = CliRunner().invoke(main, ["predict", rows[0]["image"], "--head", tiny_run["run"], "--alpha", "0.5",
+                                          "--labels", LABELS, "--top-k", "3", "--json"])
+    labels = json.loads(predicted.output)[0]["labels"]
+    assert [label["name"] for label in labels] == rows[0]["labels"]
+    assert max(abs(label["score"] - score) for label, score in zip(labels, rows[0]["scores"])) < 1e-4
