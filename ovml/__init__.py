@@ -7,6 +7,7 @@ The Python face of the same pipelines as the `ovml` command line:
     evaluation = ovml.evaluate(ovml.EvalConfig(cache="cache/nus.zarr", heads=(result.out,)))
     tagger = ovml.load_tagger("runs/nus-ovml")          # .predict(images, labels, top_k=3)
     ovml.reproduce(ovml.ReproduceConfig(table=2, cache="cache/nus.zarr", out="runs/table2"))
+    ovml.tag(ovml.TagConfig(out="tagged", inputs=("photos",), labels="dog,beach", formats=("txt", "parquet")))
 
 Names load on first use, so `import ovml` does not import torch.
 """
@@ -20,7 +21,8 @@ _PUBLIC = {"open_cache": "ovml.api", "load_tagger": "ovml.api", "train_head": "o
            "evaluate": "ovml.api", "Cache": "ovml.api", "TrainConfig": "ovml.config",
            "EvalConfig": "ovml.config", "ExtractConfig": "ovml.config", "PredictConfig": "ovml.config",
            "finetune": "ovml.train.finetune", "FinetuneConfig": "ovml.config",
-           "reproduce": "ovml.experiments.reproduce", "ReproduceConfig": "ovml.config"}
+           "reproduce": "ovml.experiments.reproduce", "ReproduceConfig": "ovml.config",
+           "tag": "ovml.api", "TagConfig": "ovml.config"}
 
 __all__ = sorted(_PUBLIC)
 

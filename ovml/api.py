@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .config import EvalConfig, PredictConfig, TrainConfig
+from .config import EvalConfig, PredictConfig, TagConfig, TrainConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .cache.reader import CacheReader
     from .evaluation.evaluate import Evaluation
     from .predict.predictor import Predictor
+    from .tag.runner import TagSummary
     from .train.trainer import TrainResult
 
 
@@ -116,3 +117,12 @@ def evaluate(config: EvalConfig) -> "Evaluation":
     `.rows` keep the scores. With `config.out`, the report and plots are written there too."""
     from .evaluation.report import evaluate_and_report
     return evaluate_and_report(config)[0]
+
+
+def tag(config: TagConfig) -> "TagSummary":
+    """Tag image files and folders, or every image of a cache, with any vocabulary (as `ovml tag`):
+    tables (tags.jsonl/.csv/.parquet) in `config.out` and sidecars beside the images. Returns the
+    summary (`.images`, `.failures`, `.files`, `.errors_file`, `.lines()`); re-running the same
+    config resumes."""
+    from .tag.runner import run_tag
+    return run_tag(config)

@@ -179,6 +179,8 @@ class PredictConfig:
     model: str | None = None             # CLIP name or weights file (None: the head's, else DEFAULT_MODEL)
     labels: tuple[str, ...] = ()         # label names scored (empty: each `predict` call names its own)
     top_k: int = 5                       # labels kept per image, best first
+    threshold: float | str | None = None  # also only labels scoring at least this, or 'mcut' (per image:
+                                         # the midpoint of the largest gap between sorted scores)
     alpha: float = 0.0                   # interpolation with CLIP's global feature (with a head)
     batch_size: int = 32                 # images per forward pass
     explain: str | None = None           # folder for attention-map PNGs (needs a head with attention)
@@ -237,3 +239,44 @@ def from_dict(kind: type[T], values: dict) -> T:
         if key in fields:
             kept[key] = tuple(value) if isinstance(value, list) else value
     return kind(**kept)
+
+
+@dataclass(frozen=True)
+class TagConfig:
+    """`ovml tag`: every image of folders or of a cache tagged with a vocabulary, into tables and sidecars."""
+
+    out: str                             # output folder: tables, errors.tsv, tag.json, the resume manifest
+    inputs: tuple[str, ...] = ()         # image files and folders (recursive); or none with `cache`
+    cache: str | None = None             # tag a cache's ok rows from its stored features instead
+    splits: tuple[str, ...] | None = None  # cache splits to tag (None: all)
+    labels: str | None = None            # "a, b, c"
+    labels_file: str | None = None       # one name a line (# comments); neither: the head's (or cache's) vocabulary
+    only: str | None = None              # keep only these names ("a, b" or a file)
+    exclude: str | None = None           # drop these names ("a, b" or a file)
+    always_first: str | None = None      # present ones lead each image's tags ("a, b" or a file)
+    head: str | None = None              # run folder of a trained head (None: CLIP-ML alone)
+    alpha: float = 0.0                   # interpolation with CLIP's global feature (with a head)
+    model: str | None = None             # CLIP weights (None: the head's, the cache's, else RN50)
+    prompts: str | None = None           # text templates (None: the head's or cache's, else CLIP's default)
+    download_root: str | None = None     # where named CLIP models are kept
+    top_k: int | None = None             # at most K labels per image
+    threshold: float | str | None = None  # a score threshold, or 'mcut' (per image, largest-gap midpoint)
+    thresholds_file: str | None = None   # `name,threshold` per label; others use `threshold`
+    formats: tuple[str, ...] = ("jsonl",)  # jsonl, csv, parquet (tables); txt, xmp (sidecars beside images)
+    long: bool = False                   # tables: one row per (image, label) for every label scored
+    caption_extension: str = ".txt"      # txt sidecar: photo.jpg -> photo<ext>
+    sidecars: str = "keep"               # an existing txt sidecar: keep (untouched), overwrite, append;
+                                         # xmp: keep and append add keywords, overwrite replaces dc:subject
+    xmp_name: str = "full"               # full: photo.jpg.xmp; stem: photo.xmp
+    hierarchy: str | None = None         # xmp: also ROOT|tag in lr:hierarchicalSubject
+    device: str = "cpu"                  # torch device
+    batch_size: int = 64                 # images per forward pass (folders; a cache is scored a unit at a time)
+    workers: int = 2                     # decode processes (folders)
+    decode: str = "exact"                # exact, draft or gpu, as extract
+    unit_images: int = 256               # images per resumable unit (one table part, one manifest entry)
+    dask: str | None = None              # 'local:N' or 'tcp://HOST:PORT': units spread over Dask workers
+    strict: bool = False                 # stop at the first unreadable image
+    threads: int | None = None           # torch CPU threads (Dask workers get the coordinator's)
+    progress: bool = True                # show progress
+    save_cache: str | None = None        # image files: also keep their features as a cache here, to tag
+                                         # them again later with any vocabulary (`cache=`)

@@ -1,8 +1,9 @@
 """Atomic file writes: a JSON document or a tensor file is written whole or not at all.
 
-Each is written to `PATH.tmp`, in the destination's own folder (so the rename never crosses file
-systems), flushed to disk, then renamed over PATH: an interruption leaves either the old file or
-the new one, never half of one (a leftover PATH.tmp is overwritten by the next write).
+Each is written to a hidden `.NAME.tmp` in the destination's own folder (so the rename never
+crosses file systems, and a tool listing an image folder skips it), flushed to disk, then renamed
+over PATH: an interruption leaves either the old file or the new one, never half of one (a
+leftover temporary file is overwritten by the next write).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import torch
 def replace_atomically(path: str, write: Callable[[str], None]) -> None:
     """`write(temporary)` writes the new content to the temporary path given; it is then fsynced
     and renamed to `path`. On any failure the temporary file is removed and `path` left as it was."""
-    temporary = path + ".tmp"
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".{name}.tmp")
     try:
         write(temporary)
         descriptor = os.open(temporary, os.O_RDONLY)
@@ -36,6 +38,14 @@ def write_json(path: str, value, indent: int = 2, sort_keys: bool = False) -> No
     def write(temporary: str) -> None:
         with open(temporary, "w", encoding="utf-8") as handle:
             json.dump(value, handle, indent=indent, sort_keys=sort_keys)
+    replace_atomically(path, write)
+
+
+def write_text(path: str, text: str) -> None:
+    """`text` (UTF-8), written atomically."""
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
     replace_atomically(path, write)
 
 

@@ -10,11 +10,11 @@ import subprocess
 import sys
 
 from ovml.config import (AddLabelsConfig, CheckConfig, DemoConfig, EvalConfig, ExtractConfig, FinetuneConfig,
-                         PredictConfig, ReproduceConfig, ServeConfig, TrainConfig)
+                         PredictConfig, ReproduceConfig, ServeConfig, TagConfig, TrainConfig)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = (AddLabelsConfig, CheckConfig, DemoConfig, EvalConfig, ExtractConfig, FinetuneConfig, PredictConfig,
-           ReproduceConfig, ServeConfig, TrainConfig)
+           ReproduceConfig, ServeConfig, TagConfig, TrainConfig)
 
 
 def same(config: type, *names: str) -> dict:
@@ -37,7 +37,12 @@ CARRIED = {
         EvalConfig, "split", "ks", "baselines", "dense_top_k", "image_split", "batch_size", "scratch", "device",
         "amp", "allow_partial")},
     "predict": {"explain_dir": (PredictConfig, ("explain",)), **same(
-        PredictConfig, "head", "model", "top_k", "alpha", "prompts", "device", "download_root")},
+        PredictConfig, "head", "model", "top_k", "threshold", "alpha", "prompts", "device", "download_root")},
+    "tag": {"formats": (TagConfig, ("formats",)), **same(
+        TagConfig, "cache", "labels", "labels_file", "only", "exclude", "always_first", "head", "alpha", "model",
+        "prompts", "top_k", "threshold", "thresholds_file", "long", "caption_extension", "xmp_name", "hierarchy",
+        "save_cache", "device", "batch_size", "workers", "decode", "unit_images", "dask", "strict", "threads",
+        "download_root")},
     "add-labels": same(AddLabelsConfig, "unseen", "annotations", "model", "device", "download_root"),
     "finetune": same(FinetuneConfig, "model", "epochs", "lr", "weight_decay", "batch_size", "logit_scale", "device",
                      "split", "prompts", "limit", "seed", "workers", "threads", "download_root", "images", "unseen",
@@ -61,6 +66,7 @@ OWN = {
     "reproduce": {"table", "cache", "out", "gpu"},
     "serve": {"gpu"},
     "demo": set(),
+    "tag": {"inputs", "out", "splits", "overwrite", "append", "gpu"},
 }
 
 

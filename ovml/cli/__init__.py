@@ -12,6 +12,7 @@ from .finetune import finetune
 from .predict import predict
 from .reproduce import reproduce
 from .serve import serve
+from .tag import tag
 from .train import train_head
 
 
@@ -26,7 +27,7 @@ def main() -> None:
 
 
 for command in (extract, info, check, train_head, eval_command, predict, add_labels, serve, demo, finetune,
-                reproduce):
+                reproduce, tag):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -9,6 +9,8 @@ from typing import Callable, Iterable
 import click
 from click.core import ParameterSource
 
+from ..errors import OvmlError
+
 
 def default(config: type, name: str):
     """The default of field `name` of the config dataclass `config`: what an option carrying that
@@ -26,8 +28,6 @@ def comma_list(values: tuple | None) -> str | None:
     if values is None:
         return None
     return ",".join(f"{value:g}" if isinstance(value, float) else str(value) for value in values) or "none"
-
-from ..errors import OvmlError
 
 
 def user_errors(command):
@@ -186,3 +186,18 @@ class Names(click.ParamType):
 
 
 SCALES, HEADS_OR_POOL, NAMES = Scales(), HeadsOrPool(), Names()
+
+
+class ThresholdType(click.ParamType):
+    """A number, or a word naming a per-image rule (mcut)."""
+
+    name = "number|mcut"
+
+    def convert(self, value, param, ctx):
+        from ..tag.rules import THRESHOLD_WORDS
+        if isinstance(value, float) or str(value).strip().lower() in THRESHOLD_WORDS:
+            return value if isinstance(value, float) else str(value).strip().lower()
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"expected a number or one of {', '.join(THRESHOLD_WORDS)}, got {value!r}", param, ctx)

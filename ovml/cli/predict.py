@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..config import DEFAULT_MODEL, PredictConfig
-from .common import DefaultFrom, default, default_prompt, device_options, resolve_device, user_errors
+from .common import DefaultFrom, ThresholdType, default, default_prompt, device_options, resolve_device, user_errors
 
 
 @click.command()
@@ -16,7 +16,11 @@ from .common import DefaultFrom, default, default_prompt, device_options, resolv
               help="Run folder of a trained head [default: CLIP-ML alone].")
 @click.option("--model", default=default(PredictConfig, "model"),
               help=f"CLIP name or weights file [default: the head's, else {DEFAULT_MODEL}].")
-@click.option("--top-k", type=click.IntRange(1), default=default(PredictConfig, "top_k"), show_default=True)
+@click.option("--top-k", type=click.IntRange(1), default=default(PredictConfig, "top_k"), show_default=True,
+              help="At most K labels per image.")
+@click.option("--threshold", type=ThresholdType(), default=default(PredictConfig, "threshold"),
+              help="Only labels scoring at least X, or 'mcut' (per image: midpoint of the largest score gap); "
+              "at most --top-k of them.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=default(PredictConfig, "alpha"), show_default=True,
               help="Interpolation with CLIP's global feature (with --head).")
 @click.option("--prompts", default=default(PredictConfig, "prompts"), cls=DefaultFrom,
@@ -29,14 +33,14 @@ from .common import DefaultFrom, default, default_prompt, device_options, resolv
 @click.option("--download-root", default=default(PredictConfig, "download_root"),
               help="Where named models are kept [$OVML_CLIP_CACHE].")
 @user_errors
-def predict(images, labels, labels_file, head, model, top_k, alpha, prompts, explain_dir, as_json, gpu, device,
-            download_root) -> None:
+def predict(images, labels, labels_file, head, model, top_k, threshold, alpha, prompts, explain_dir, as_json, gpu,
+            device, download_root) -> None:
     """Top-K labels of new images for any label list (open vocabulary)."""
     import json
     from ..predict.predictor import Predictor, expand_images, read_label_names
     config = PredictConfig(head=head, model=model, labels=tuple(read_label_names(labels, labels_file)), top_k=top_k,
-                           alpha=alpha, explain=explain_dir, prompts=prompts, device=resolve_device(gpu, device),
-                           download_root=download_root)
+                           threshold=threshold, alpha=alpha, explain=explain_dir, prompts=prompts,
+                           device=resolve_device(gpu, device), download_root=download_root)
     predictions = Predictor(config).predict(expand_images(list(images)))
     written = [p.explanation for p in predictions if p.explanation]
     if as_json:
@@ -44,6 +48,7 @@ def predict(images, labels, labels_file, head, model, top_k, alpha, prompts, exp
         return
     for prediction in predictions:
         shown = ", ".join(f"{name} {score:.3f}" for name, score in prediction.labels)
-        click.echo(f"{prediction.image}: {shown or 'unreadable: ' + prediction.error}")
+        fallback = f"unreadable: {prediction.error}" if prediction.error else "no label above the threshold"
+        click.echo(f"{prediction.image}: {shown or fallback}")
     if written:
         click.echo(f"attention maps: {len(written)} PNG(s) in {explain_dir}")

@@ -175,16 +175,21 @@ class Predictor:
 
     def predict(self, images: ImageInput | list[ImageInput], labels: str | list[str] | None = None,
                 top_k: int | None = None, alpha: float | None = None, batch_size: int | None = None,
-                attention: bool = False, explain: str | None = None) -> list[Prediction]:
-        """Top-K of `labels` per image, best first; `labels`, `top_k`, `alpha`, `batch_size` and
-        `explain` left None are the config's. `attention` keeps each predicted label's attention map
-        and the decoded image; `explain` also writes them as PNGs into that folder."""
+                attention: bool = False, explain: str | None = None,
+                threshold: float | str | None = None) -> list[Prediction]:
+        """Top-K of `labels` per image, best first; with `threshold` (a score, or 'mcut') only the
+        labels at or above it, at most `top_k` of them. `labels`, `top_k`, `alpha`, `batch_size`,
+        `explain` and `threshold` left None are the config's. `attention` keeps each predicted
+        label's attention map and the decoded image; `explain` also writes them as PNGs there."""
+        from ..tag.rules import threshold_rule
         config = self.config
         labels = config.labels if labels is None else labels
         top_k = config.top_k if top_k is None else top_k
         alpha = config.alpha if alpha is None else alpha
         batch_size = config.batch_size if batch_size is None else batch_size
         explain = config.explain if explain is None else explain
+        threshold = config.threshold if threshold is None else threshold
+        rule = threshold_rule(threshold) if threshold is not None else None
         if isinstance(images, (str, bytes, os.PathLike, Image.Image)):
             images = [images]
         if not 0 <= alpha <= 1:
@@ -206,7 +211,10 @@ class Predictor:
                 if picture is None:
                     predictions.append(Prediction(name, [], reason))
                     continue
-                order = np.argsort(-scores[row], kind="stable")[:top_k]
+                order = np.argsort(-scores[row], kind="stable")
+                if rule is not None:
+                    order = order[rule.decide(scores[row:row + 1])[0][order]]
+                order = order[:top_k]
                 prediction = Prediction(name, [(names[j], float(scores[row][j])) for j in order])
                 if attention or explain:
                     prediction.attention = self.attention_maps(spatial[row:row + 1], global_embedding[row:row + 1],
