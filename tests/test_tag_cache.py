@@ -112,12 +112,12 @@ def test_a_rerun_with_other_settings_is_refused_and_a_finished_run_is_left_alone
 
 def test_a_cache_is_tagged_with_a_new_vocabulary_without_the_image_tower(tiny_run, tmp_path, monkeypatch):
     import ovml.extract.backbone as backbone
-    import ovml.tag.runner as runner
+    import ovml.tag.engine as engine
 
     def refuse(*args, **kwargs):
         raise AssertionError("the image tower was built or run")
     monkeypatch.setattr(backbone, "load_backbone", refuse)
-    monkeypatch.setattr(runner, "load_backbone", refuse)
+    monkeypatch.setattr(engine, "load_backbone", refuse)
     for family in (backbone.Backbone, *backbone.Backbone.__subclasses__()):
         monkeypatch.setattr(family, "encode", refuse)
     out = tmp_path / "retagged"

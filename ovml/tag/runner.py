@@ -92,7 +92,7 @@ def finish(plan: TagPlan, manifest: Manifest, summary: TagSummary) -> None:
     write_json(os.path.join(out, "tag.json"), plan.metadata() | {
         "vocabulary": plan.names, "always_first": plan.vocabulary.always_first, "formats": list(plan.config.formats),
         "totals": manifest.totals(), "tables": [os.path.relpath(path, out) for path in summary.files],
-        "notes": plan.notes})
+        "notes": plan.notes}, sort_keys=True)
     manifest.finish()
     shutil.rmtree(os.path.join(out, STATE_FOLDER, "parts"), ignore_errors=True)
 
