@@ -260,8 +260,10 @@ class TagConfig:
     prompts: str | None = None           # text templates (None: the head's or cache's, else CLIP's default)
     download_root: str | None = None     # where named CLIP models are kept
     top_k: int | None = None             # at most K labels per image
-    threshold: float | str | None = None  # a score threshold, or 'mcut' (per image, largest-gap midpoint)
+    threshold: float | str | None = "auto"  # a score threshold, 'mcut' (per image, largest-gap midpoint) or 'auto'
+                                         # (calibrated probability >= 0.5; top-k 5 where no calibration can be made)
     thresholds_file: str | None = None   # `name,threshold` per label; others use `threshold`
+    precision: float | None = None       # per-label thresholds aiming at this precision, through the calibration
     formats: tuple[str, ...] = ("jsonl",)  # jsonl, csv, parquet (tables); txt, xmp (sidecars beside images)
     long: bool = False                   # tables: one row per (image, label) for every label scored
     caption_extension: str = ".txt"      # txt sidecar: photo.jpg -> photo<ext>

@@ -40,7 +40,7 @@ CARRIED = {
         PredictConfig, "head", "model", "top_k", "threshold", "alpha", "prompts", "device", "download_root")},
     "tag": {"formats": (TagConfig, ("formats",)), **same(
         TagConfig, "cache", "labels", "labels_file", "only", "exclude", "always_first", "head", "alpha", "model",
-        "prompts", "top_k", "threshold", "thresholds_file", "long", "caption_extension", "xmp_name", "hierarchy",
+        "prompts", "top_k", "threshold", "precision", "thresholds_file", "long", "caption_extension", "xmp_name", "hierarchy",
         "save_cache", "device", "batch_size", "workers", "decode", "unit_images", "dask", "strict", "threads",
         "download_root")},
     "add-labels": same(AddLabelsConfig, "unseen", "annotations", "model", "device", "download_root"),
