@@ -282,3 +282,15 @@ class TagConfig:
     progress: bool = True                # show progress
     save_cache: str | None = None        # image files: also keep their features as a cache here, to tag
                                          # them again later with any vocabulary (`cache=`)
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """`ovml calibrate`: labels' own probability maps from a few labelled images of a cache."""
+
+    annotations: str                     # `id,labels` CSV (labels joined by ';'), as `add-labels --annotations`
+    head: str | None = None              # run folder whose calibration.json receives the maps (None: CLIP-ML)
+    cache: str | None = None             # the cache holding the annotated images' features
+    out: str | None = None               # store in this file instead of the run
+    alpha: float = 0.0                   # the head's interpolation with CLIP's global feature
+    device: str = "cpu"                  # torch device

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from ovml.config import (AddLabelsConfig, CheckConfig, DemoConfig, EvalConfig, ExtractConfig, FinetuneConfig,
+from ovml.config import (AddLabelsConfig, CalibrateConfig, CheckConfig, DemoConfig, EvalConfig, ExtractConfig, FinetuneConfig,
                          PredictConfig, ReproduceConfig, ServeConfig, TagConfig, TrainConfig)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +43,7 @@ CARRIED = {
         "prompts", "top_k", "threshold", "precision", "thresholds_file", "long", "caption_extension", "xmp_name", "hierarchy",
         "save_cache", "device", "batch_size", "workers", "decode", "unit_images", "dask", "strict", "threads",
         "download_root")},
+    "calibrate": same(CalibrateConfig, "head", "cache", "out", "alpha", "device"),
     "add-labels": same(AddLabelsConfig, "unseen", "annotations", "model", "device", "download_root"),
     "finetune": same(FinetuneConfig, "model", "epochs", "lr", "weight_decay", "batch_size", "logit_scale", "device",
                      "split", "prompts", "limit", "seed", "workers", "threads", "download_root", "images", "unseen",
@@ -67,6 +68,7 @@ OWN = {
     "serve": {"gpu"},
     "demo": set(),
     "tag": {"inputs", "out", "splits", "overwrite", "append", "gpu"},
+    "calibrate": {"annotations", "gpu"},
 }
 
 
