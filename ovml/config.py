@@ -261,7 +261,8 @@ class TagConfig:
     download_root: str | None = None     # where named CLIP models are kept
     top_k: int | None = None             # at most K labels per image
     threshold: float | str | None = "auto"  # a score threshold, 'mcut' (per image, largest-gap midpoint) or 'auto'
-                                         # (calibrated probability >= 0.5; top-k 5 where no calibration can be made)
+                                         # (calibrated probability >= 0.5; top-k 5 where no calibration can be
+                                         # made; 'auto' gives way to --top-k or --thresholds)
     thresholds_file: str | None = None   # `name,threshold` per label; others use `threshold`
     precision: float | None = None       # per-label thresholds aiming at this precision, through the calibration
     formats: tuple[str, ...] = ("jsonl",)  # jsonl, csv, parquet (tables); txt, xmp (sidecars beside images)

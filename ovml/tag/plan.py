@@ -173,7 +173,8 @@ def plan_tag(config: TagConfig, reader: CacheReader | None = None) -> TagPlan:
             raise UsageError("no vocabulary: give --labels or --labels-file (or --head / --cache, whose "
                              "labels are used)")
     vocabulary = choose_vocabulary(names, source, config.only, config.exclude, config.always_first)
-    threshold, notes = (None if config.thresholds_file and config.threshold == "auto" else config.threshold), []
+    automatic = config.threshold == "auto" and (config.thresholds_file or config.top_k)    # the default yields
+    threshold, notes = (None if automatic else config.threshold), []                       # to a rule asked for
     why_not = can_calibrate(config.head, config.cache) if config.precision is not None or threshold == "auto" else None
     if why_not and config.precision is not None:
         raise UsageError(f"--precision: {why_not}")
