@@ -125,6 +125,7 @@ class EvalConfig:
     dense_top_k: int = 3                 # dense CLIP: mean of the top-k location scores
     allow_partial: bool = False          # evaluate the finished units of an incomplete cache
     scratch: str | None = None           # folder for the temporary score store (None: the system's temp folder)
+    decisions: bool = False              # also the `auto` decisions' macro/micro-F1 and ECE, seen and unseen apart
     progress: bool = True                # show progress bars
 
 

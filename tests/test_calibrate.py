@@ -171,3 +171,14 @@ def test_calibrate_stores_the_annotated_labels_and_tag_uses_them(calibrated_run,
     row = read_jsonl(out / "tags.jsonl")[0]
     expected = sigmoid(entry["slope"] * (row["score"] - entry["mean"]) / entry["spread"] + entry["intercept"])
     assert row["probability"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_eval_decisions_reports_f1_and_ece_for_seen_and_unseen_labels_apart(calibrated_run, small_world, tmp_path):
+    result = invoke("eval", "--cache", small_world, "--head", calibrated_run, "--out", str(tmp_path / "eval"),
+                    "--alpha", "0", "--decisions", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    entries = {(e["method"], e["labels"]): e for e in summary["decisions"]}
+    assert set(entries) == {("clip-ml", "unseen"), ("clip-ml", "seen"), ("ovml", "unseen"), ("ovml", "seen")}
+    assert all(0 <= e["ece"] <= 1 and 0 <= e["macro_f1"] <= 100 for e in entries.values())
+    assert [row["method"] for row in summary["rows"]][:1] == ["clip-ml"]      # the protocol's rows unchanged

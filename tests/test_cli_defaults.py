@@ -35,7 +35,7 @@ CARRIED = {
         "shuffle_buffer", "split", "allow_partial")},
     "eval": {"alpha": (EvalConfig, ("alphas", "alpha_auto")), **same(
         EvalConfig, "split", "ks", "baselines", "dense_top_k", "image_split", "batch_size", "scratch", "device",
-        "amp", "allow_partial")},
+        "amp", "allow_partial", "decisions")},
     "predict": {"explain_dir": (PredictConfig, ("explain",)), **same(
         PredictConfig, "head", "model", "top_k", "threshold", "alpha", "prompts", "device", "download_root")},
     "tag": {"formats": (TagConfig, ("formats",)), **same(
