@@ -180,8 +180,9 @@ class PredictConfig:
     model: str | None = None             # CLIP name or weights file (None: the head's, else DEFAULT_MODEL)
     labels: tuple[str, ...] = ()         # label names scored (empty: each `predict` call names its own)
     top_k: int = 5                       # labels kept per image, best first
-    threshold: float | str | None = None  # also only labels scoring at least this, or 'mcut' (per image:
-                                         # the midpoint of the largest gap between sorted scores)
+    threshold: float | str | None = None  # also only labels scoring at least this, 'mcut' (per image: the
+                                         # midpoint of the largest gap between sorted scores), or 'auto' (with
+                                         # a head: calibrated probability >= 0.5)
     alpha: float = 0.0                   # interpolation with CLIP's global feature (with a head)
     batch_size: int = 32                 # images per forward pass
     explain: str | None = None           # folder for attention-map PNGs (needs a head with attention)

@@ -182,3 +182,19 @@ def test_eval_decisions_reports_f1_and_ece_for_seen_and_unseen_labels_apart(cali
     assert set(entries) == {("clip-ml", "unseen"), ("clip-ml", "seen"), ("ovml", "unseen"), ("ovml", "seen")}
     assert all(0 <= e["ece"] <= 1 and 0 <= e["macro_f1"] <= 100 for e in entries.values())
     assert [row["method"] for row in summary["rows"]][:1] == ["clip-ml"]      # the protocol's rows unchanged
+
+
+def test_predict_offers_auto_with_a_head_and_refuses_it_without(tiny_run, tiny_clip):
+    from ovml.config import PredictConfig
+    from ovml.predict.predictor import Predictor
+    images = sorted(os.path.join(tiny_run["images"], name) for name in os.listdir(tiny_run["images"]))[:3]
+    predictor = Predictor(PredictConfig(head=tiny_run["run"], model=tiny_clip))
+    names = predictor.vocabulary()
+    predictions = predictor.predict(images, labels=names, top_k=len(names), threshold="auto")
+    maps = predictor._maps[(tuple(names), 0.0)]
+    for prediction in predictions:
+        scores = np.array([score for _, score in prediction.labels])
+        assert (maps.probabilities(np.array([[dict(prediction.labels).get(n, -9) for n in names]]))[0]
+                [[names.index(n) for n, _ in prediction.labels]] >= 0.5).all() and len(scores) <= len(names)
+    with pytest.raises(UsageError, match="needs a head"):
+        Predictor(PredictConfig(model=tiny_clip)).predict(images[:1], labels=names, threshold="auto")
