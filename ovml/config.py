@@ -264,7 +264,8 @@ class TagConfig:
     top_k: int | None = None             # at most K labels per image
     threshold: float | str | None = "auto"  # a score threshold, 'mcut' (per image, largest-gap midpoint) or 'auto'
                                          # (calibrated probability >= 0.5; top-k 5 where no calibration can be
-                                         # made; 'auto' gives way to --top-k or --thresholds)
+                                         # made; 'auto' gives way to --top-k or --thresholds); 'auto-f1':
+                                         # probability >= the level of best F1 on the run's validation images
     thresholds_file: str | None = None   # `name,threshold` per label; others use `threshold`
     precision: float | None = None       # per-label thresholds aiming at this precision, through the calibration
     formats: tuple[str, ...] = ("jsonl",)  # jsonl, csv, parquet (tables); txt, xmp (sidecars beside images)

@@ -75,6 +75,10 @@ def test_each_rule_decides_as_it_says():
     assert both.decide(scores).sum(axis=1).max() <= 1
     with pytest.raises(UsageError, match="between 0 and 1"):
         build_rule(["a"], precision=1.5)
+    f1_rule, _ = build_rule(["a", "b", "c", "d"], threshold="auto-f1")
+    f1_rule.maps = rule.maps
+    f1_rule.maps.f1_level = 0.3
+    assert (f1_rule.decide(scores) == (probabilities >= 0.3)).all() and f1_rule.describe().startswith("auto-f1")
 
 
 def test_probabilities_rise_with_the_score_for_every_label(calibrated_run, small_world):
@@ -92,7 +96,7 @@ def test_probabilities_rise_with_the_score_for_every_label(calibrated_run, small
 def test_train_head_stores_a_calibration_that_reads_back_the_same(calibrated_run):
     path = os.path.join(calibrated_run, CALIBRATION_FILE)
     stored = read_calibrations(calibrated_run)["head@0"]
-    assert os.path.exists(path) and "pseudo-unseen" in stored.shared_from
+    assert os.path.exists(path) and "pseudo-unseen" in stored.shared_from and 0.1 <= stored.f1_level <= 0.6
     config = json.load(open(os.path.join(calibrated_run, "config.json")))
     assert len(stored.labels) == 40 - len(config["pseudo_unseen_columns"])      # the labels it trained on
     again = write_calibration(str(os.path.join(os.path.dirname(path), "copy.json")), stored)
@@ -178,8 +182,9 @@ def test_eval_decisions_reports_f1_and_ece_for_seen_and_unseen_labels_apart(cali
                     "--alpha", "0", "--decisions", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{"):])
-    entries = {(e["method"], e["labels"]): e for e in summary["decisions"]}
-    assert set(entries) == {("clip-ml", "unseen"), ("clip-ml", "seen"), ("ovml", "unseen"), ("ovml", "seen")}
+    entries = {(e["method"], e["labels"], e["rule"]): e for e in summary["decisions"]}
+    assert set(entries) == {(method, labels, rule) for method in ("clip-ml", "ovml") for labels in ("unseen", "seen")
+                            for rule in ("auto", "auto-f1")}
     assert all(0 <= e["ece"] <= 1 and 0 <= e["macro_f1"] <= 100 for e in entries.values())
     assert [row["method"] for row in summary["rows"]][:1] == ["clip-ml"]      # the protocol's rows unchanged
 

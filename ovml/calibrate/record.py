@@ -40,6 +40,7 @@ class LabelMaps:
     intercept: np.ndarray
     highest: np.ndarray             # the largest probability over the reference images
     fitted: np.ndarray              # bool: the label's own map (else the shared one)
+    f1_level: float = 0.5           # the probability level of best macro-F1 on the fitting labels (auto-f1)
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """(n, L) probabilities of (n, L) scores; increasing in the score for each label."""
@@ -55,6 +56,7 @@ class Calibration:
     shared: tuple[float, float]
     shared_from: str                                          # what the shared map was fitted on
     labels: dict[str, dict] = field(default_factory=dict)     # name -> mean, spread, slope, intercept, highest, source
+    f1_level: float = 0.5                                     # probability level of best macro-F1 on the shared map's labels
 
     def maps(self, names: list[str],
              statistics: Callable[[list[int]], tuple[np.ndarray, np.ndarray, np.ndarray]] | None) -> LabelMaps:
@@ -78,17 +80,18 @@ class Calibration:
                 mean[j], spread[j], slope[j], intercept[j] = (entry["mean"], entry["spread"], entry["slope"],
                                                               entry["intercept"])
                 highest[j] = entry["highest"]
-        return LabelMaps(mean, spread, slope, intercept, highest, np.array([e is not None for e in own]))
+        return LabelMaps(mean, spread, slope, intercept, highest, np.array([e is not None for e in own]), self.f1_level)
 
     def as_json(self) -> dict:
-        return {"shared": {"slope": self.shared[0], "intercept": self.shared[1], "fitted_on": self.shared_from},
+        return {"shared": {"slope": self.shared[0], "intercept": self.shared[1], "fitted_on": self.shared_from,
+                           "f1_level": self.f1_level},
                 "labels": self.labels}
 
     @classmethod
     def from_json(cls, scorer: str, entry: dict) -> "Calibration":
         shared = entry["shared"]
         return cls(scorer, (float(shared["slope"]), float(shared["intercept"])), shared.get("fitted_on", ""),
-                   dict(entry.get("labels", {})))
+                   dict(entry.get("labels", {})), float(shared.get("f1_level", 0.5)))
 
 
 def read_calibrations(path: str) -> dict[str, Calibration]:

@@ -29,7 +29,8 @@ from .common import ThresholdType, comma_list, default, device_options, resolve_
               "when no threshold is given].")
 @click.option("--threshold", type=ThresholdType(), default=default(TagConfig, "threshold"),
               show_default=True, help="Labels scoring at least X, 'mcut' (per image: midpoint of the largest score "
-              "gap) or 'auto' (calibrated probability >= 0.5; top-k 5 where no calibration can be made).")
+              "gap), 'auto' (calibrated probability >= 0.5; top-k 5 where no calibration can be made) or 'auto-f1' "
+              "(probability >= the level of best F1 on the run's validation images).")
 @click.option("--precision", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=default(TagConfig, "precision"),
               help="Per-label thresholds aiming at precision P, through the calibration; labels that cannot reach it are named.")

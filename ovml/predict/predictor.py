@@ -201,7 +201,7 @@ class Predictor:
             os.makedirs(explain, exist_ok=True)
         names = parse_label_names(labels)
         text = self.label_text(names)
-        if getattr(rule, "word", None) in ("auto", "precision"):      # a calibrated rule (tag/rules.py)
+        if hasattr(rule, "maps"):                                      # a calibrated rule (tag/rules.py)
             rule.maps = self.label_maps(names, text, alpha)
         predictions = []
         for start in range(0, len(images), batch_size):

@@ -175,9 +175,10 @@ def plan_tag(config: TagConfig, reader: CacheReader | None = None) -> TagPlan:
     vocabulary = choose_vocabulary(names, source, config.only, config.exclude, config.always_first)
     automatic = config.threshold == "auto" and (config.thresholds_file or config.top_k)    # the default yields
     threshold, notes = (None if automatic else config.threshold), []                       # to a rule asked for
-    why_not = can_calibrate(config.head, config.cache) if config.precision is not None or threshold == "auto" else None
-    if why_not and config.precision is not None:
-        raise UsageError(f"--precision: {why_not}")
+    calibrated = config.precision is not None or threshold in ("auto", "auto-f1")
+    why_not = can_calibrate(config.head, config.cache) if calibrated else None
+    if why_not and (config.precision is not None or threshold == "auto-f1"):
+        raise UsageError(f"{'--precision' if config.precision is not None else '--threshold auto-f1'}: {why_not}")
     if why_not:
         threshold, notes = None, [f"--threshold auto: {why_not}; top-k {config.top_k or DEFAULT_TOP_K} decides instead"]
     rule, rule_notes = build_rule(vocabulary.names, config.top_k, threshold, config.thresholds_file, config.precision)

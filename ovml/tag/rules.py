@@ -13,6 +13,8 @@ at most five labels, each at least 0.2).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import numpy as np
 
@@ -133,18 +135,22 @@ class Calibrated(Rule):
         return self.maps.probabilities(scores)
 
     def decide(self, scores):
-        return self.probabilities(scores) >= self.level
+        level = self.maps.f1_level if self.word == "auto-f1" and self.maps is not None else self.level
+        return self.probabilities(scores) >= level
 
     def unreachable(self, names: list[str]) -> list[str]:
         """The labels whose probability stayed under `level` on every reference image."""
         return [] if self.maps is None else [n for n, top in zip(names, self.maps.highest) if top < self.level]
 
     def describe(self):
+        if self.word == "auto-f1":
+            return "auto-f1 (calibrated probability >= the level of best F1 on the run's validation images)"
         return ("auto (calibrated probability >= 0.5)" if self.word == "auto"
                 else f"precision {self.level:g} (calibrated probability >= {self.level:g})")
 
 
-THRESHOLD_WORDS: dict[str, type[Rule]] = {"mcut": MCut, "auto": Calibrated}
+THRESHOLD_WORDS: dict[str, Callable[[], Rule]] = {"mcut": MCut, "auto": Calibrated,
+                                                  "auto-f1": partial(Calibrated, word="auto-f1")}
 
 
 def threshold_rule(value: str | float) -> Rule:
