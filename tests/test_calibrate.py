@@ -1,4 +1,4 @@
-"""Calibrated probabilities (issue 21): Platt maps per label, the shared map for new labels, the
+"""Calibrated probabilities: Platt maps per label, the shared map for new labels, the
 `auto` and `precision` rules in `ovml tag`, the stored calibration, and `ovml calibrate`."""
 from __future__ import annotations
 
