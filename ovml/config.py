@@ -125,6 +125,7 @@ class EvalConfig:
     dense_top_k: int = 3                 # dense CLIP: mean of the top-k location scores
     allow_partial: bool = False          # evaluate the finished units of an incomplete cache
     scratch: str | None = None           # folder for the temporary score store (None: the system's temp folder)
+    decisions: bool = False              # also the `auto` decisions' macro/micro-F1 and ECE, seen and unseen apart
     progress: bool = True                # show progress bars
 
 
@@ -179,8 +180,9 @@ class PredictConfig:
     model: str | None = None             # CLIP name or weights file (None: the head's, else DEFAULT_MODEL)
     labels: tuple[str, ...] = ()         # label names scored (empty: each `predict` call names its own)
     top_k: int = 5                       # labels kept per image, best first
-    threshold: float | str | None = None  # also only labels scoring at least this, or 'mcut' (per image:
-                                         # the midpoint of the largest gap between sorted scores)
+    threshold: float | str | None = None  # also only labels scoring at least this, 'mcut' (per image: the
+                                         # midpoint of the largest gap between sorted scores), or 'auto' (with
+                                         # a head: calibrated probability >= 0.5)
     alpha: float = 0.0                   # interpolation with CLIP's global feature (with a head)
     batch_size: int = 32                 # images per forward pass
     explain: str | None = None           # folder for attention-map PNGs (needs a head with attention)
@@ -260,8 +262,12 @@ class TagConfig:
     prompts: str | None = None           # text templates (None: the head's or cache's, else CLIP's default)
     download_root: str | None = None     # where named CLIP models are kept
     top_k: int | None = None             # at most K labels per image
-    threshold: float | str | None = None  # a score threshold, or 'mcut' (per image, largest-gap midpoint)
+    threshold: float | str | None = "auto"  # a score threshold, 'mcut' (per image, largest-gap midpoint) or 'auto'
+                                         # (calibrated probability >= 0.5; top-k 5 where no calibration can be
+                                         # made; 'auto' gives way to --top-k or --thresholds); 'auto-f1':
+                                         # probability >= the level of best F1 on the run's validation images
     thresholds_file: str | None = None   # `name,threshold` per label; others use `threshold`
+    precision: float | None = None       # per-label thresholds aiming at this precision, through the calibration
     formats: tuple[str, ...] = ("jsonl",)  # jsonl, csv, parquet (tables); txt, xmp (sidecars beside images)
     long: bool = False                   # tables: one row per (image, label) for every label scored
     caption_extension: str = ".txt"      # txt sidecar: photo.jpg -> photo<ext>
@@ -280,3 +286,15 @@ class TagConfig:
     progress: bool = True                # show progress
     save_cache: str | None = None        # image files: also keep their features as a cache here, to tag
                                          # them again later with any vocabulary (`cache=`)
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """`ovml calibrate`: labels' own probability maps from a few labelled images of a cache."""
+
+    annotations: str                     # `id,labels` CSV (labels joined by ';'), as `add-labels --annotations`
+    head: str | None = None              # run folder whose calibration.json receives the maps (None: CLIP-ML)
+    cache: str | None = None             # the cache holding the annotated images' features
+    out: str | None = None               # store in this file instead of the run
+    alpha: float = 0.0                   # the head's interpolation with CLIP's global feature
+    device: str = "cpu"                  # torch device

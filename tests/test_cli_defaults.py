@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from ovml.config import (AddLabelsConfig, CheckConfig, DemoConfig, EvalConfig, ExtractConfig, FinetuneConfig,
+from ovml.config import (AddLabelsConfig, CalibrateConfig, CheckConfig, DemoConfig, EvalConfig, ExtractConfig, FinetuneConfig,
                          PredictConfig, ReproduceConfig, ServeConfig, TagConfig, TrainConfig)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,14 +35,15 @@ CARRIED = {
         "shuffle_buffer", "split", "allow_partial")},
     "eval": {"alpha": (EvalConfig, ("alphas", "alpha_auto")), **same(
         EvalConfig, "split", "ks", "baselines", "dense_top_k", "image_split", "batch_size", "scratch", "device",
-        "amp", "allow_partial")},
+        "amp", "allow_partial", "decisions")},
     "predict": {"explain_dir": (PredictConfig, ("explain",)), **same(
         PredictConfig, "head", "model", "top_k", "threshold", "alpha", "prompts", "device", "download_root")},
     "tag": {"formats": (TagConfig, ("formats",)), **same(
         TagConfig, "cache", "labels", "labels_file", "only", "exclude", "always_first", "head", "alpha", "model",
-        "prompts", "top_k", "threshold", "thresholds_file", "long", "caption_extension", "xmp_name", "hierarchy",
+        "prompts", "top_k", "threshold", "precision", "thresholds_file", "long", "caption_extension", "xmp_name", "hierarchy",
         "save_cache", "device", "batch_size", "workers", "decode", "unit_images", "dask", "strict", "threads",
         "download_root")},
+    "calibrate": same(CalibrateConfig, "head", "cache", "out", "alpha", "device"),
     "add-labels": same(AddLabelsConfig, "unseen", "annotations", "model", "device", "download_root"),
     "finetune": same(FinetuneConfig, "model", "epochs", "lr", "weight_decay", "batch_size", "logit_scale", "device",
                      "split", "prompts", "limit", "seed", "workers", "threads", "download_root", "images", "unseen",
@@ -67,6 +68,7 @@ OWN = {
     "serve": {"gpu"},
     "demo": set(),
     "tag": {"inputs", "out", "splits", "overwrite", "append", "gpu"},
+    "calibrate": {"annotations", "gpu"},
 }
 
 

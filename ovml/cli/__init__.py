@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .cache import add_labels, check, info
+from .calibrate import calibrate
 from .demo import demo
 from .evaluate import eval_command
 from .extract import extract
@@ -27,7 +28,7 @@ def main() -> None:
 
 
 for command in (extract, info, check, train_head, eval_command, predict, add_labels, serve, demo, finetune,
-                reproduce, tag):
+                reproduce, tag, calibrate):
     main.add_command(command)
 
 __all__ = ["main"]

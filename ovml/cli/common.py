@@ -189,9 +189,9 @@ SCALES, HEADS_OR_POOL, NAMES = Scales(), HeadsOrPool(), Names()
 
 
 class ThresholdType(click.ParamType):
-    """A number, or a word naming a per-image rule (mcut)."""
+    """A number, or a word naming a rule (mcut, auto, auto-f1)."""
 
-    name = "number|mcut"
+    name = "number|mcut|auto|auto-f1"
 
     def convert(self, value, param, ctx):
         from ..tag.rules import THRESHOLD_WORDS

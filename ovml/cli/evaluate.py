@@ -49,9 +49,11 @@ def parse_alphas(alpha: str) -> tuple[tuple[float, ...], bool]:
 @amp_option(EvalConfig)
 @click.option("--allow-partial", is_flag=True, default=default(EvalConfig, "allow_partial"),
               help="Evaluate the finished units of an incomplete cache.")
+@click.option("--decisions", is_flag=True, default=default(EvalConfig, "decisions"),
+              help="Also the calibrated decisions (--threshold auto): macro/micro-F1 and ECE, seen and unseen apart.")
 @user_errors
 def eval_command(cache, heads, split, alpha, ks, baselines, dense_top_k, out, as_json, image_split, batch_size,
-                 scratch, gpu, device, amp, allow_partial) -> None:
+                 scratch, gpu, device, amp, allow_partial, decisions) -> None:
     """Score ZSL/GZSL with LESA's protocol: CLIP-ML, dense CLIP and trained heads at each alpha."""
     import json
     from ..locate import cache_stem, newest_run_for, only_cache
@@ -69,11 +71,15 @@ def eval_command(cache, heads, split, alpha, ks, baselines, dense_top_k, out, as
                         ks=tuple(int(k) for k in parse_floats(ks, "--k")) if ks else None, baselines=baselines,
                         out=out, device=resolve_device(gpu, device), amp=amp, image_split=image_split,
                         batch_size=batch_size, dense_top_k=dense_top_k, allow_partial=allow_partial,
-                        scratch=scratch, progress=not as_json)
+                        scratch=scratch, decisions=decisions, progress=not as_json)
     evaluation, written = evaluate_and_report(config)
+    if decisions:
+        from ..calibrate.decisions import decision_lines, decision_rows
+        evaluation.summary["decisions"] = decision_rows(config)
     if as_json:
         click.echo(json.dumps(evaluation.summary, indent=2))
         return
-    for line in table(evaluation.summary) + [""] + evaluation.summary["notes"]:
+    extra = [""] + decision_lines(evaluation.summary["decisions"]) if decisions else []
+    for line in table(evaluation.summary) + extra + [""] + evaluation.summary["notes"]:
         click.echo(line)
     click.echo(f"wrote {', '.join(written)}")

@@ -28,7 +28,12 @@ from .common import ThresholdType, comma_list, default, device_options, resolve_
 @click.option("--top-k", type=click.IntRange(1), default=default(TagConfig, "top_k"), help="At most K labels per image [default: 5 "
               "when no threshold is given].")
 @click.option("--threshold", type=ThresholdType(), default=default(TagConfig, "threshold"),
-              help="Labels scoring at least X, or 'mcut' (per image: midpoint of the largest score gap).")
+              show_default=True, help="Labels scoring at least X, 'mcut' (per image: midpoint of the largest score "
+              "gap), 'auto' (calibrated probability >= 0.5; top-k 5 where no calibration can be made) or 'auto-f1' "
+              "(probability >= the level of best F1 on the run's validation images).")
+@click.option("--precision", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=default(TagConfig, "precision"),
+              help="Per-label thresholds aiming at precision P, through the calibration; labels that cannot reach it are named.")
 @click.option("--thresholds", "thresholds_file", type=click.Path(exists=True, dir_okay=False),
               default=default(TagConfig, "thresholds_file"), help="'name,threshold' per line; labels absent use --threshold.")
 @click.option("--format", "formats", default=comma_list(default(TagConfig, "formats")), show_default=True,
@@ -55,7 +60,7 @@ from .common import ThresholdType, comma_list, default, device_options, resolve_
 @click.option("--download-root", default=default(TagConfig, "download_root"), help="Where named models are kept [$OVML_CLIP_CACHE].")
 @user_errors
 def tag(inputs, out, cache, splits, labels, labels_file, only, exclude, always_first, head, alpha, model, prompts,
-        top_k, threshold, thresholds_file, formats, long, caption_extension, overwrite, append, xmp_name, hierarchy,
+        top_k, threshold, precision, thresholds_file, formats, long, caption_extension, overwrite, append, xmp_name, hierarchy,
         save_cache, gpu, device, batch_size, workers, decode, unit_images, dask, strict, threads,
         download_root) -> None:
     """Tag image files and folders (recursive), or every image of a --cache, with any vocabulary.
@@ -69,7 +74,7 @@ def tag(inputs, out, cache, splits, labels, labels_file, only, exclude, always_f
     config = TagConfig(out=out, inputs=tuple(inputs), cache=cache, splits=tuple(splits) or None, labels=labels,
                        labels_file=labels_file, only=only, exclude=exclude, always_first=always_first, head=head,
                        alpha=alpha, model=model, prompts=prompts, download_root=download_root, top_k=top_k,
-                       threshold=threshold, thresholds_file=thresholds_file, formats=split_list(formats) or (),
+                       threshold=threshold, precision=precision, thresholds_file=thresholds_file, formats=split_list(formats) or (),
                        long=long, caption_extension=caption_extension,
                        sidecars="overwrite" if overwrite else "append" if append else "keep", xmp_name=xmp_name,
                        hierarchy=hierarchy, device=resolve_device(gpu, device), batch_size=batch_size,

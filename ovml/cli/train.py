@@ -151,6 +151,9 @@ def train_head(cache, out, head_name, epochs, batch_size, lr, lr_range_steps, we
                          split=split, in_memory=in_memory, shuffle_buffer=shuffle_buffer, allow_partial=allow_partial,
                          **settings)
     result = run_training(config, resume=resume, overwrite=overwrite)
+    if config.val_fraction > 0:
+        from ..calibrate.fit import run_calibration
+        run_calibration(result.out, 0.0, config.device)     # calibration.json: `tag --threshold auto` reads it
     best = "n/a" if result.best_val_map is None else f"{result.best_val_map:.2f}"
     click.echo(f"{result.out}: {result.epochs} epochs in {result.seconds:.1f} s, last loss {result.last_loss:.4f}, "
                f"best epoch {result.best_epoch} (validation seen mAP {best})")

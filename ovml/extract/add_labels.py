@@ -77,21 +77,27 @@ def read_names(path: str, existing: set[str]) -> list[str]:
     return names
 
 
+def annotation_lines(path: str, keys: tuple[str, ...] = ("id",)) -> tuple[str, list[tuple[int, str, list[str]]]]:
+    """A `KEY,labels` CSV (KEY the first of `keys` present; labels joined by `;`): the key column and,
+    per row, (line number, key, label names)."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = csv.DictReader(handle)
+        key = next((name for name in keys if name in (rows.fieldnames or [])), None)
+        if key is None or "labels" not in (rows.fieldnames or []):
+            raise UsageError(f"{path}:1: needs the columns {'|'.join(keys)},labels")
+        return key, [(rows.line_num, row[key].strip(),
+                      list(filter(None, (n.strip() for n in (row["labels"] or "").split(";"))))) for row in rows]
+
+
 def read_annotations(path: str, names: list[str], reader: CacheReader) -> dict[str, AnnotatedRows]:
     """`id,labels` CSV (labels joined by `;`): listed images get +1/-1 on the new labels; others 0."""
     column = {name: j for j, name in enumerate(names)}
     wanted: dict[str, np.ndarray] = {}   # image id -> its positive columns
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = csv.DictReader(handle)
-        if not {"id", "labels"} <= set(rows.fieldnames or []):
-            raise UsageError(f"{path}:1: needs the columns id,labels")
-        for row in rows:
-            positives = set()
-            for name in filter(None, (n.strip() for n in (row["labels"] or "").split(";"))):
-                if name not in column:
-                    raise UsageError(f"{path}:{rows.line_num}: {name!r} is not one of the new labels")
-                positives.add(column[name])
-            wanted[row["id"].strip()] = np.array(sorted(positives), dtype=np.int32)
+    for line, image, labels in annotation_lines(path)[1]:
+        unknown = [name for name in labels if name not in column]
+        if unknown:
+            raise UsageError(f"{path}:{line}: {unknown[0]!r} is not one of the new labels")
+        wanted[image] = np.array(sorted({column[name] for name in labels}), dtype=np.int32)
     found: dict[str, AnnotatedRows] = {}
     for split in reader.splits:
         ids = reader.image_ids(split)

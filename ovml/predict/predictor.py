@@ -122,6 +122,7 @@ class Predictor:
             pool = pool_tensors(self.backbone.pool_weights(), self.backbone.device)
             self.head = load_trained_head(config.head, pool, self.backbone.num_heads, self.backbone.device)
         self._text: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
+        self._maps: dict = {}                      # (names, alpha) -> calibrate.record.LabelMaps
 
     @property
     def has_attention(self) -> bool:
@@ -200,6 +201,8 @@ class Predictor:
             os.makedirs(explain, exist_ok=True)
         names = parse_label_names(labels)
         text = self.label_text(names)
+        if hasattr(rule, "maps"):                                      # a calibrated rule (tag/rules.py)
+            rule.maps = self.label_maps(names, text, alpha)
         predictions = []
         for start in range(0, len(images), batch_size):
             batch = [load_picture(item, start + i) for i, item in enumerate(images[start:start + batch_size])]
@@ -225,6 +228,18 @@ class Predictor:
                 predictions.append(prediction)
                 row += 1
         return predictions
+
+    def label_maps(self, names: list[str], text: torch.Tensor, alpha: float):
+        """The calibration of `names` for `threshold='auto'`: the run's, new labels standardised over its
+        validation images (a single image has no others); kept for the next call with these names."""
+        if self.run is None:
+            raise UsageError("threshold 'auto' needs a head (--head RUN): CLIP-ML is calibrated on a cache's "
+                             "labels (`ovml tag --cache`)")
+        from ..calibrate.attach import label_maps
+        key = (tuple(names), alpha)
+        if key not in self._maps:
+            self._maps[key] = label_maps(names, text.cpu().numpy(), self.run, alpha, None, self.config.device)
+        return self._maps[key]
 
     def explain(self, prediction: Prediction, out: str, keep: bool) -> None:
         """Write the image with each predicted label's attention map over it (the paper's Figure 3)."""

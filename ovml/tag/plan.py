@@ -17,11 +17,12 @@ from ..cache.schema import CacheError
 from ..config import TagConfig
 from ..errors import UsageError
 from ..extract.text import load_prompts
+from ..calibrate.attach import can_calibrate
 from ..predict.predictor import check_head_backbone, expand_images
 from ..train.run_folder import RunFolder
 from .feature_cache import unwritable
 from .manifest import STATE_FOLDER, digest
-from .rules import Rule, build_rule
+from .rules import DEFAULT_TOP_K, Rule, build_rule
 from .sidecars import SIDECAR_MODES, check_sidecar_paths, txt_path, xmp_path
 from .sources import Unit, cache_units, image_units
 from .tables import TABLE_FORMATS
@@ -172,7 +173,16 @@ def plan_tag(config: TagConfig, reader: CacheReader | None = None) -> TagPlan:
             raise UsageError("no vocabulary: give --labels or --labels-file (or --head / --cache, whose "
                              "labels are used)")
     vocabulary = choose_vocabulary(names, source, config.only, config.exclude, config.always_first)
-    rule, notes = build_rule(vocabulary.names, config.top_k, config.threshold, config.thresholds_file)
+    automatic = config.threshold == "auto" and (config.thresholds_file or config.top_k)    # the default yields
+    threshold, notes = (None if automatic else config.threshold), []                       # to a rule asked for
+    calibrated = config.precision is not None or threshold in ("auto", "auto-f1")
+    why_not = can_calibrate(config.head, config.cache) if calibrated else None
+    if why_not and (config.precision is not None or threshold == "auto-f1"):
+        raise UsageError(f"{'--precision' if config.precision is not None else '--threshold auto-f1'}: {why_not}")
+    if why_not:
+        threshold, notes = None, [f"--threshold auto: {why_not}; top-k {config.top_k or DEFAULT_TOP_K} decides instead"]
+    rule, rule_notes = build_rule(vocabulary.names, config.top_k, threshold, config.thresholds_file, config.precision)
+    notes += rule_notes
     plan = TagPlan(config, vocabulary, rule, units, images, model, list(templates), trained_on,
                    notes=vocabulary.notes + notes)
     plan.fingerprint = inputs | {

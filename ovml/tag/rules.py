@@ -3,16 +3,18 @@
 Each rule is one class with `decide(scores) -> (n, L) bool` and `describe()`, the line recorded in
 every output (a `rule` column, Parquet metadata, tag.json). Rules see one block of images at a
 time with every label, never the whole run, so any rule that reads an image's own scores (top-k,
-mcut) streams. `probabilities(scores)` is the slot a calibrated rule fills; these rules leave it
-None, and the outputs write it as null.
+mcut) streams. `probabilities(scores)` is what a calibrated rule (`Calibrated`: `--threshold auto`,
+`--precision P`) fills from the label maps ovml/calibrate gives it; other rules leave it None, and
+the outputs write it as null.
 
-Options map to rules through two tables: `THRESHOLD_WORDS` (`--threshold mcut`; a calibrated
-`auto` is one more entry) and `build_rule`, which also combines rules (`--top-k 5 --threshold 0.2`:
+Options map to rules through two tables: `THRESHOLD_WORDS` (`--threshold mcut`, `--threshold auto`) and `build_rule`, which also combines rules (`--top-k 5 --threshold 0.2`:
 at most five labels, each at least 0.2).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import numpy as np
 
@@ -112,11 +114,43 @@ class AllOf(Rule):
             present &= rule.decide(scores)
         return present
 
+    def probabilities(self, scores):
+        found = [rule.probabilities(scores) for rule in self.rules if isinstance(rule, Calibrated)]
+        return found[0] if found else None
+
     def describe(self):
         return " and ".join(rule.describe() for rule in self.rules)
 
 
-THRESHOLD_WORDS: dict[str, type[Rule]] = {"mcut": MCut}
+class Calibrated(Rule):
+    """Present where the calibrated probability reaches `level`: 0.5 for `--threshold auto`, P for
+    `--precision P` (a label whose probability reaches P has precision at least P when calibrated)."""
+
+    def __init__(self, maps=None, level: float = 0.5, word: str = "auto"):
+        self.maps, self.level, self.word = maps, level, word    # maps: calibrate.record.LabelMaps, set by the plan
+
+    def probabilities(self, scores):
+        if self.maps is None:
+            raise UsageError(f"--threshold {self.word}: no calibration was loaded for these labels")
+        return self.maps.probabilities(scores)
+
+    def decide(self, scores):
+        level = self.maps.f1_level if self.word == "auto-f1" and self.maps is not None else self.level
+        return self.probabilities(scores) >= level
+
+    def unreachable(self, names: list[str]) -> list[str]:
+        """The labels whose probability stayed under `level` on every reference image."""
+        return [] if self.maps is None else [n for n, top in zip(names, self.maps.highest) if top < self.level]
+
+    def describe(self):
+        if self.word == "auto-f1":
+            return "auto-f1 (calibrated probability >= the level of best F1 on the run's validation images)"
+        return ("auto (calibrated probability >= 0.5)" if self.word == "auto"
+                else f"precision {self.level:g} (calibrated probability >= {self.level:g})")
+
+
+THRESHOLD_WORDS: dict[str, Callable[[], Rule]] = {"mcut": MCut, "auto": Calibrated,
+                                                  "auto-f1": partial(Calibrated, word="auto-f1")}
 
 
 def threshold_rule(value: str | float) -> Rule:
@@ -165,12 +199,20 @@ def read_thresholds(path: str, names: list[str], default: Rule | None) -> tuple[
 
 
 def build_rule(names: list[str], top_k: int | None = None, threshold: str | float | None = None,
-               thresholds_file: str | None = None) -> tuple[Rule, list[str]]:
+               thresholds_file: str | None = None, precision: float | None = None) -> tuple[Rule, list[str]]:
     """The rule the options describe (top-k 5 when none does), and notes on the thresholds file."""
     if top_k is not None and top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {top_k}")
+    if precision is not None:
+        if not 0 < precision < 1:
+            raise UsageError(f"--precision must lie between 0 and 1, got {precision}")
+        if thresholds_file:
+            raise UsageError("--precision and --thresholds both set each label's threshold; give one")
+        threshold = None
     notes: list[str] = []
     per_image = threshold_rule(threshold) if threshold is not None else None
+    if precision is not None:
+        per_image = Calibrated(level=precision, word="precision")
     rules: list[Rule] = [TopK(top_k)] if top_k is not None else []
     if thresholds_file:
         if per_image is not None and not isinstance(per_image, Threshold):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..cache.reader import CacheReader
+from ..calibrate.attach import attach
 from ..config import TagConfig
 from ..extract.summary import SteadyRate
 from ..files import write_json, write_text
@@ -115,9 +116,11 @@ def run_tag(config: TagConfig) -> TagSummary:
         pending = manifest.pending
         if config.dask:
             plan_text(plan, reader)
+            plan.notes += attach(plan.rule, plan.names, plan.text, config.head, config.alpha, reader, config.device)
             run_distributed(plan, manifest, summary, pending)
         else:
             engine = open_engine(plan, reader)
+            plan.notes += attach(plan.rule, plan.names, plan.text, config.head, config.alpha, reader, config.device)
             bar = progress(total=sum(plan.units[u].stop - plan.units[u].start for u in pending), desc="tag",
                            unit="img", enabled=config.progress, leave=True)
 

@@ -1,0 +1,98 @@
+"""`ovml calibrate`: labels' own maps from a few labelled images of a cache.
+
+The annotations file is `add-labels --annotations`'s (`id,labels`, labels joined by `;`): every
+listed image is a positive of its labels and a negative of the file's other labels. The labels'
+scores are standardised over the cache's first unlabelled rows, as a new label's are when tagged,
+and each label's Platt map is fitted drawn towards the run's shared map, so that five images move
+the shared map rather than replace it. A label without a positive or without a negative is refused.
+"""
+from __future__ import annotations
+
+import os
+import numpy as np
+import torch
+
+from ..cache.batches import RowSelection, cache_pool
+from ..cache.reader import CacheReader
+from ..errors import UsageError
+from ..extract.add_labels import annotation_lines
+from ..tag.label_text import cache_label_text
+from ..train.run_folder import RunFolder
+from ..train.saved_head import load_trained_head
+from ..config import CalibrateConfig
+from ..metrics.calibration import fit_platt, label_statistics, sigmoid, standardise
+from .fit import PRIOR_STRENGTH, first_rows, fit_clip_ml, head_scorer, run_calibration, score_rows
+from .record import read_calibrations, write_calibration
+
+def read_labelled(path: str, reader: CacheReader) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(label names in first-seen order, split -> (rows, ±1 labels (rows, names))) of the annotated images."""
+    _, lines = annotation_lines(path)
+    names = list(dict.fromkeys(name for _, _, labels in lines for name in labels))
+    if not names:
+        raise UsageError(f"{path}: no labels")
+    wanted = {image: set(labels) for _, image, labels in lines}
+    found, matched = {}, set()
+    for split in reader.splits:
+        ids = reader.image_ids(split)
+        rows = [i for i, image in enumerate(ids) if image in wanted]
+        if rows:
+            matched.update(ids[i] for i in rows)
+            found[split] = (np.array(rows), np.array([[1 if name in wanted[ids[i]] else -1 for name in names]
+                                                      for i in rows], dtype=np.int8))
+    missing = [image for image in wanted if image not in matched]
+    if missing:
+        raise UsageError(f"{path}: {len(missing)} id(s) not in {reader.path}: {', '.join(missing[:5])}")
+    return names, found
+
+
+def annotated_rows(reader: CacheReader, split: str, rows: np.ndarray) -> RowSelection:
+    mask = np.zeros(reader.num_rows(split), dtype=bool)
+    mask[rows] = True
+    return RowSelection.from_mask(split, reader.unit_rows(split), mask)
+
+
+def check_both_kinds(path: str, names: list[str], labels: np.ndarray) -> None:
+    """Refuse, naming them, labels with no positive or no negative among the annotated images."""
+    lacking = [f"{name} (no {'positive' if not (labels[:, j] == 1).any() else 'negative'})"
+               for j, name in enumerate(names) if not ((labels[:, j] == 1).any() and (labels[:, j] == -1).any())]
+    if lacking:
+        raise UsageError(f"{path}: cannot calibrate {len(lacking)} label(s): {', '.join(lacking)}")
+
+
+def calibrate_from_annotations(config: CalibrateConfig) -> tuple[str, list[str]]:
+    """Fit the annotated labels' maps and store them in the run (or `out`); returns (the file, the labels)."""
+    head, annotations, out, alpha, device = config.head, config.annotations, config.out, config.alpha, config.device
+    if head is None and out is None:
+        raise UsageError("calibrating CLIP-ML (no --head) needs --out FILE to store it in")
+    if config.cache is None:
+        raise UsageError("give --cache PATH: the annotated images' features are read from a cache "
+                         "(`ovml tag --save-cache` or `ovml extract` makes one from a folder)")
+    torch_device = torch.device(device)
+    with CacheReader(config.cache) as reader:
+        names, found = read_labelled(annotations, reader)
+        labels = np.concatenate([values for _, values in found.values()])
+        check_both_kinds(annotations, names, labels)
+        if head is not None:
+            base = run_calibration(head, alpha, device)
+            trained = load_trained_head(head, cache_pool(reader, torch_device), reader.num_heads, torch_device)
+            templates = RunFolder(head).read_config()["cache"].get("prompts") or reader.prompts
+        else:
+            base, trained, templates = fit_clip_ml(reader, device), None, reader.prompts
+        text, _ = cache_label_text(reader, names, templates, None, device, None, False)
+        score = head_scorer(trained, alpha, text, torch_device)
+        scores = np.concatenate([score_rows(reader, annotated_rows(reader, split, rows), score, None, torch_device)[0]
+                                 for split, (rows, _) in found.items()])
+        reference, _ = score_rows(reader, first_rows(reader, reader.splits[0]), score, None, torch_device)
+    mean, spread = label_statistics(reference)
+    slope, intercept = fit_platt(standardise(scores, mean, spread), labels, prior=base.shared, strength=PRIOR_STRENGTH)
+    highest = sigmoid(slope * standardise(reference, mean, spread).max(axis=0) + intercept)
+    source = f"{len(labels)} images of {os.path.basename(annotations)}"
+    base.labels.update({name: {"mean": float(mean[j]), "spread": float(spread[j]), "slope": float(slope[j]),
+                               "intercept": float(intercept[j]), "highest": float(highest[j]), "source": source}
+                        for j, name in enumerate(names)})
+    if out is not None and head is not None and not os.path.exists(out):
+        stored = read_calibrations(head)
+        for key, record in stored.items():
+            if key != base.scorer:
+                write_calibration(out, record)
+    return write_calibration(out or head, base), names

@@ -1,0 +1,89 @@
+"""Giving a calibrated rule (`--threshold auto`, `--precision P`) the label maps of a vocabulary.
+
+Where each part comes from: labels with their own map (a run's trained labels, labels fitted by
+`ovml calibrate`) from the run's calibration.json; every other label through the shared map,
+standardised over the images at hand: the first rows of the cache being tagged, else the run's
+validation images (for image files, a single image included), scored for those labels here.
+CLIP-ML without a head is calibrated on the seen labels of the cache being tagged.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from ..cache.batches import RowSelection, cache_pool
+from ..cache.reader import CacheReader
+from ..tag.rules import AllOf, Calibrated, Rule
+from ..train.run_folder import RunFolder
+from ..train.saved_head import TrainedHead, load_trained_head
+from .fit import first_rows, fit_clip_ml, head_scorer, run_calibration, statistics_over
+from .record import LabelMaps
+
+
+def calibrated_part(rule: Rule) -> Calibrated | None:
+    """The rule's calibrated part, if it has one."""
+    if isinstance(rule, Calibrated):
+        return rule
+    if isinstance(rule, AllOf):
+        return next((part for part in rule.rules if isinstance(part, Calibrated)), None)
+    return None
+
+
+def can_calibrate(head: str | None, cache: str | None) -> str | None:
+    """None when a calibration can be made for a head (or CLIP-ML) over these images, else why not."""
+    if head is None:
+        return None if cache else "CLIP-ML without a head is calibrated on a cache's labels (give --cache or --head)"
+    config = RunFolder(head).read_config()
+    if (config.get("validation") or {}).get("units") and os.path.exists(config["cache"]["path"]):
+        return None
+    if os.path.exists(os.path.join(head, "calibration.json")):
+        return None
+    return f"{head}: no validation images and no calibration.json (run `ovml calibrate --head {head} ...`)"
+
+
+def reference_rows(head_run: str | None, reader: CacheReader | None) -> tuple[str, str | None]:
+    """(cache path, split or None for the run's validation units) whose images standardise new labels."""
+    if reader is not None:
+        return reader.path, reader.splits[0]
+    return RunFolder(head_run).read_config()["cache"]["path"], None
+
+
+def label_maps(names: list[str], text: np.ndarray, head_run: str | None, alpha: float,
+               reader: CacheReader | None, device: str = "cpu") -> LabelMaps:
+    """The maps of `names` (text (L, D)) for the head of `head_run` at `alpha` (CLIP-ML without one)."""
+    torch_device = torch.device(device)
+    calibration = run_calibration(head_run, alpha, device) if head_run else fit_clip_ml(reader, device)
+    path, split = reference_rows(head_run, reader)
+    opened = reader if reader is not None and reader.path == path else CacheReader(path)
+    try:
+        head: TrainedHead | None = (load_trained_head(head_run, cache_pool(opened, torch_device), opened.num_heads,
+                                                      torch_device) if head_run else None)
+        if split is None:
+            units = RunFolder(head_run).read_config()["validation"]["units"]
+            split = RunFolder(head_run).read_config()["validation"].get("split", "train")
+            selection = RowSelection.from_mask(split, opened.unit_rows(split), opened.usable_rows(split), units)
+        else:
+            selection = first_rows(opened, split)
+        statistics = statistics_over(opened, selection, lambda columns: head_scorer(head, alpha, text[columns],
+                                                                                    torch_device), device)
+        return calibration.maps(names, statistics)
+    finally:
+        if opened is not reader:
+            opened.close()
+
+
+def attach(rule: Rule, names: list[str], text: np.ndarray, head_run: str | None, alpha: float,
+           reader: CacheReader | None, device: str = "cpu") -> list[str]:
+    """Fill the rule's calibrated part with maps (nothing for other rules); notes on labels that cannot
+    reach the precision asked."""
+    calibrated = calibrated_part(rule)
+    if calibrated is None:
+        return []
+    calibrated.maps = label_maps(names, text, head_run, alpha, reader, device)
+    unreachable = calibrated.unreachable(names) if calibrated.word == "precision" else []
+    if not unreachable:
+        return []
+    return [f"--precision {calibrated.level:g}: {len(unreachable)} label(s) cannot reach it on the reference images "
+            f"(never tagged): {', '.join(unreachable[:20])}{' ...' if len(unreachable) > 20 else ''}"]

@@ -1,0 +1,30 @@
+"""`ovml calibrate`: labels' probability maps from a few labelled images of a cache."""
+from __future__ import annotations
+
+import click
+
+from ..config import CalibrateConfig
+from .common import default, device_options, resolve_device, user_errors
+
+
+@click.command()
+@click.option("--head", default=default(CalibrateConfig, "head"), help="Run folder whose calibration.json receives "
+              "the maps [default: CLIP-ML, stored with --out].")
+@click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="'id,labels' CSV (labels joined by ';'), as add-labels --annotations: each listed image is a "
+                   "positive of its labels and a negative of the file's other labels.")
+@click.option("--cache", default=default(CalibrateConfig, "cache"), help="The cache holding the annotated images.")
+@click.option("--out", default=default(CalibrateConfig, "out"), help="Store in this file instead of the run.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=default(CalibrateConfig, "alpha"), show_default=True,
+              help="Interpolation with CLIP's global feature (with --head), as tag's.")
+@device_options(CalibrateConfig)
+@user_errors
+def calibrate(head, annotations, cache, out, alpha, gpu, device) -> None:
+    """Fit labels' probability maps (`tag --threshold auto`) from a few labelled images per label.
+
+    Labels without a positive or without a negative among the listed images are refused, by name.
+    """
+    from ..calibrate.annotations import calibrate_from_annotations
+    path, names = calibrate_from_annotations(CalibrateConfig(annotations=annotations, head=head, cache=cache, out=out,
+                                                             alpha=alpha, device=resolve_device(gpu, device)))
+    click.echo(f"{path}: {len(names)} label(s) calibrated: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
