@@ -152,3 +152,12 @@ def test_extraction_makes_its_gpu_the_current_device(monkeypatch, device, expect
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
     runner.use_device(torch.device(device))
     assert chosen == expected
+
+
+def test_clips_mean_and_std_are_made_once_per_device():
+    """normalise reuses them: two host-to-device copies per batch would each wait for the GPU."""
+    from ovml.extract.images import clip_mean_std, normalise
+    pixels = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    first = normalise(pixels)
+    assert clip_mean_std(torch.device("cpu")) is clip_mean_std(torch.device("cpu"))
+    assert torch.equal(normalise(pixels), first)
