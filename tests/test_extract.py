@@ -17,6 +17,8 @@ from ovml.cache.schema import CacheError
 from ovml.config import ExtractConfig
 from ovml.extract.datasets import DatasetError
 from ovml.errors import ExtractError
+from ovml.cache.store import open_store
+from ovml.extract import runner
 from ovml.extract.runner import run_extraction
 from tests.cache_arrays import all_arrays, assert_cache_checks, assert_same_arrays, clip_attention_pool
 from tests.folder_dataset import CLASSES, write_folder_dataset
@@ -184,3 +186,56 @@ def test_decompression_bombs_are_rows_not_crashes(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     tensor, reason = decode(path, lambda image: image)
     assert tensor is None and reason.startswith("too large to decode safely")
+
+
+def forward_sizes(monkeypatch) -> list[int]:
+    """The batch sizes every later extraction forwards (Backbone.encode wrapped), in order."""
+    sizes: list[int] = []
+    load = runner.load_backbone
+
+    def counting(*args, **options):
+        backbone = load(*args, **options)
+        encode = backbone.encode
+        backbone.encode = lambda images: sizes.append(len(images)) or encode(images)
+        return backbone
+
+    monkeypatch.setattr(runner, "load_backbone", counting)
+    return sizes
+
+
+def test_batches_span_units(tmp_path, tiny_clip, monkeypatch):
+    """--batch-size 256 --unit-rows 64 forwards batches of 256 (not 64), and units are still
+    written whole: the cache equals one made with batches inside units."""
+    root = str(tmp_path / "many")
+    write_folder_dataset(root, images=400)                    # 266 train rows, 134 test rows
+    sizes = forward_sizes(monkeypatch)
+    spanning = str(tmp_path / "spanning.zarr")
+    summary = extract(root, spanning, tiny_clip, unit_rows=64, batch_size=256)
+    assert sorted(sizes) == [10, 134, 256] and summary.images == 400
+    assert_cache_checks(spanning)
+    reader = CacheReader(spanning)
+    assert all(reader.units_done(split).all() for split in reader.splits)
+
+
+def test_resuming_scattered_units_computes_rows_in_the_same_batches(tmp_path, tiny_clip, monkeypatch):
+    """Batches of 6 rows straddle units of 4: resuming units 1 and 4 alone forwards the batches
+    that hold their rows whole (rows of finished units included, then dropped), so the resumed
+    cache is bit for bit the uninterrupted one."""
+    root = str(tmp_path / "few")
+    write_folder_dataset(root, images=36)                     # 24 train rows: units 0-5
+    reference = str(tmp_path / "reference.zarr")
+    extract(root, reference, tiny_clip, batch_size=6)
+    out = str(tmp_path / "resumed.zarr")
+    extract(root, out, tiny_clip, batch_size=6)
+    store = open_store(out, "a")                              # units 1 and 4 undone, their rows wiped
+    for key, rows in (("units_done", [1, 4]), ("ok", [*range(4, 8), *range(16, 20)]),
+                      ("spatial", [*range(4, 8), *range(16, 20)])):
+        values = np.asarray(store.array(f"splits/train/{key}")[...])
+        values[rows] = 0
+        store.array(f"splits/train/{key}")[...] = values
+    store.set_attr("complete", False)
+    store.close()
+    sizes = forward_sizes(monkeypatch)
+    resumed = extract(root, out, tiny_clip, batch_size=6)
+    assert sizes == [6, 6, 6, 6] and resumed.images == 8       # rows 4-7 lie in 0-11, rows 16-19 in 12-23
+    assert_same_arrays(all_arrays(reference), all_arrays(out))

@@ -144,6 +144,56 @@ def test_resume_ends_where_an_uninterrupted_run_ends(small_world, tmp_path):
     assert strip(log_of(whole)) == strip(log_of(broken))
 
 
+def test_a_run_resumes_on_another_device(small_world, tmp_path, monkeypatch):
+    """`reproduce --gpu 0` over rows started on the CPU resumes their runs: the device may change
+    on resume, and a checkpoint saved on one device loads on another (its storages read onto the
+    CPU, then copied into the parameters and the optimiser's state where they live). Here a run
+    made on cuda:0 (its config.json says so, and every storage of its checkpoint is tagged cuda:0,
+    as torch.save tags a GPU's) resumes on this CPU and ends where an uninterrupted run ends."""
+    assert "device" in trainer.RESUMABLE_CHANGES
+    whole = str(tmp_path / "whole")
+    train_head(small_config(small_world, whole))
+    moved = str(tmp_path / "moved")
+
+    def stop_after_first(epoch):
+        if epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_head(small_config(small_world, moved), on_epoch_end=stop_after_first)
+    folder = RunFolder(moved)
+    config = folder.read_config()
+    config["train"]["device"] = "cuda:0"
+    folder.write_config(config)
+    state = folder.load_checkpoint()
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        folder.save_checkpoint(state)
+    if not torch.cuda.is_available():   # read back where it was saved, it needs a GPU
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(folder.file("checkpoint.pt"), weights_only=True)
+    train_head(small_config(small_world, moved), resume=True)
+    left = load_tensors(os.path.join(whole, "head.pt"))
+    right = load_tensors(os.path.join(moved, "head.pt"))
+    assert all(torch.equal(left[key], right[key]) for key in left)
+    strip = lambda log: [{k: v for k, v in e.items() if k not in ("seconds", "images_per_second")} for e in log]
+    assert strip(log_of(whole)) == strip(log_of(moved))
+
+
+def test_training_steps_do_not_wait_for_the_device(small_world, tmp_path, monkeypatch):
+    """The steps' losses stay on the device until the epoch ends (no float() per step: each would
+    wait for the device and blur what --amp gains); the log's means are read once."""
+    with CacheReader(small_world) as reader:
+        built = Trainer(small_config(small_world, str(tmp_path / "run")), reader)
+        built.prepare()
+        reads = []
+        read = torch.Tensor.__float__
+        monkeypatch.setattr(torch.Tensor, "__float__", lambda tensor: reads.append(tensor.shape) or read(tensor))
+        entry = built.train_epoch(1)
+    assert entry["steps"] >= 4 and len(reads) <= 1          # the logit scale, once
+    assert np.isfinite(entry["loss"]) and set(entry) >= {"loss", "rank", "contrastive"}
+
+
 def test_streaming_and_in_memory_train_identically(small_world, tmp_path):
     streamed = train_head(small_config(small_world, str(tmp_path / "s"), epochs=2))
     in_memory = train_head(small_config(small_world, str(tmp_path / "m"), epochs=2, in_memory=True))

@@ -15,6 +15,7 @@ Decode modes (`extract --decode`):
 """
 from __future__ import annotations
 
+import functools
 import io
 import time
 import warnings
@@ -149,32 +150,42 @@ def decode_pixels(data: bytes, side: int, draft: bool = False) -> tuple[torch.Te
         return None, unreadable_reason(err)
 
 
+@functools.lru_cache(maxsize=None)
+def clip_mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """clip's Normalize mean and std (1, 3, 1, 1) float32 on `device`, made once per device: two
+    host-to-device copies per batch would each wait for the device."""
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=device)[None, :, None, None]
+    std = torch.tensor(CLIP_STD, dtype=torch.float32, device=device)[None, :, None, None]
+    return mean, std
+
+
 def normalise(pixels: torch.Tensor) -> torch.Tensor:
     """CLIP's float input (N, 3, S, S) from uint8 pixels, on the pixels' device: ToTensor's /255,
     then Normalize, as the same float32 operations clip's transform applies."""
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=pixels.device)[None, :, None, None]
-    std = torch.tensor(CLIP_STD, dtype=torch.float32, device=pixels.device)[None, :, None, None]
+    mean, std = clip_mean_std(pixels.device)
     return pixels.float().div(255).sub_(mean).div_(std)
 
 
-def gpu_decodable(data: bytes) -> bool:
-    """Whether a file can go to the GPU JPEG decoder: a complete baseline-or-progressive JPEG in
-    RGB or greyscale, within PIL's pixel limit. Anything else (CMYK, truncated, a PNG) is decoded
-    on the CPU, so its row is the exact path's, reason included."""
+def gpu_jpeg_shape(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of a file the GPU JPEG decoder can take: a complete baseline-or-progressive
+    JPEG in RGB or greyscale, within PIL's pixel limit (its header read, nothing decoded); None
+    for anything else (CMYK, truncated, a PNG), which is decoded on the CPU, so its row is the
+    exact path's, reason included."""
     if not data.rstrip(b"\0").endswith(JPEG_END):
-        return False
+        return None
     try:
         image = open_image(data)
     except Exception:
-        return False
-    return image.format == "JPEG" and image.mode in ("RGB", "L")
+        return None
+    return (image.height, image.width) if image.format == "JPEG" and image.mode in ("RGB", "L") else None
 
 
 @dataclass
 class DecodedBatch:
     """A batch from the decode workers: pixels (zeros where a row failed or waits as JPEG bytes),
     the failure reason per row, decode seconds, and in gpu mode the JPEG files left for the device
-    decoder, packed into one tensor (one shared-memory block per batch, not one per file)."""
+    decoder, packed into one tensor (one shared-memory block per batch, not one per file), with
+    the (height, width) their headers give, so the decoder's output can be checked."""
 
     rows: torch.Tensor                  # (B,) int64 row numbers in the split
     pixels: torch.Tensor                # (B, 3, S, S) uint8
@@ -183,6 +194,7 @@ class DecodedBatch:
     jpeg_index: list[int]               # batch positions whose file waits as JPEG bytes
     jpeg_data: torch.Tensor             # those files' bytes one after another, uint8
     jpeg_sizes: list[int]               # and their lengths
+    jpeg_shapes: list[tuple[int, int]]  # and their (height, width)
 
     def jpegs(self) -> dict[int, torch.Tensor]:
         """Batch position -> that file's bytes (a view into `jpeg_data`)."""
@@ -195,24 +207,26 @@ class DecodedBatch:
 
 
 def collate(items: list[tuple], side: int) -> DecodedBatch:
-    """Stack ImageRows items (row, pixels or None, JPEG bytes or None, reason, seconds)."""
+    """Stack ImageRows items (row, pixels or None, (JPEG bytes, (height, width)) or None, reason, seconds)."""
     rows = torch.tensor([item[0] for item in items], dtype=torch.int64)
     pixels = torch.zeros(len(items), 3, side, side, dtype=torch.uint8)           # (B, 3, S, S)
     for index, item in enumerate(items):
         if item[1] is not None:
             pixels[index] = item[1]
     waiting = [(index, item[2]) for index, item in enumerate(items) if item[2] is not None]
-    data = torch.frombuffer(bytearray(b"".join(jpeg for _, jpeg in waiting)) or bytearray(1), dtype=torch.uint8)
+    data = torch.frombuffer(bytearray(b"".join(jpeg for _, (jpeg, _) in waiting)) or bytearray(1), dtype=torch.uint8)
     return DecodedBatch(rows, pixels, [item[3] for item in items], sum(item[4] for item in items),
-                        [index for index, _ in waiting], data[:sum(len(jpeg) for _, jpeg in waiting)],
-                        [len(jpeg) for _, jpeg in waiting])
+                        [index for index, _ in waiting], data[:sum(len(jpeg) for _, (jpeg, _) in waiting)],
+                        [len(jpeg) for _, (jpeg, _) in waiting], [shape for _, (_, shape) in waiting])
 
 
 class ImageRows(torch.utils.data.Dataset):
-    """Rows of one split as (row, pixels, JPEG bytes, reason, decode seconds), for `collate`.
+    """Rows of one split as (row, pixels, (JPEG bytes, (height, width)), reason, decode seconds),
+    for `collate`.
 
-    exact and draft give pixels; gpu gives the bytes of GPU-decodable JPEGs instead (pixels for
-    every other file). A failed row gives neither, and its reason (its pixels stay zero).
+    exact and draft give pixels; gpu gives the bytes and header shape of GPU-decodable JPEGs
+    instead (pixels for every other file). A failed row gives neither, and its reason (its pixels
+    stay zero).
     """
 
     def __init__(self, paths: list[str], resolution: int, file_check: FileCheck | None = None,
@@ -231,8 +245,9 @@ class ImageRows(torch.utils.data.Dataset):
         started = time.perf_counter()
         data, reason = read_image_file(self.paths[row], self.file_check)
         pixels = jpeg = None
-        if data is not None and self.mode == "gpu" and gpu_decodable(data):
-            jpeg = data
+        shape = gpu_jpeg_shape(data) if data is not None and self.mode == "gpu" else None
+        if shape is not None:
+            jpeg = (data, shape)
         elif data is not None:
             pixels, reason = decode_pixels(data, self.resolution, draft=self.mode == "draft")
         return row, pixels, jpeg, reason, time.perf_counter() - started

@@ -53,12 +53,19 @@ def make_plan(config: ExtractConfig, source: DatasetSource, splits: dict[str, Sp
 
 
 def unit_batches(units: list[int], unit_rows: int, total: int, batch_size: int) -> list[list[int]]:
-    """Row batches that never cross a unit boundary, so a unit's batches are the same every run."""
-    batches = []
+    """The row batches that extract `units`: rows [k B, (k + 1) B) of the split (B = batch_size),
+    every one that holds a row of one of the units, whole and in order.
+
+    A batch spans units, so `--batch-size` is not capped at `--unit-rows`, and holds the same rows
+    whichever units are pending: a row's features are not bit for bit the same in a batch of other
+    rows, so a resumed run or a Dask task computes each row in the company an uninterrupted run
+    gives it, forwarding the rows of finished units that share a batch with pending ones (the
+    `UnitAssembler` drops them)."""
+    starts = set()
     for unit in units:
         start, stop = unit_bounds(unit, unit_rows, total)
-        batches.extend(list(range(b, min(b + batch_size, stop))) for b in range(start, stop, batch_size))
-    return batches
+        starts.update(range(start // batch_size * batch_size, stop, batch_size))
+    return [list(range(start, min(start + batch_size, total))) for start in sorted(starts)]
 
 
 def open_or_create(config: ExtractConfig, plan: CachePlan, backbone: Backbone,
@@ -74,19 +81,28 @@ def open_or_create(config: ExtractConfig, plan: CachePlan, backbone: Backbone,
 
 
 class UnitAssembler:
-    """Collects batch results into whole units and hands each finished unit to the writer."""
+    """Collects the rows of the units being extracted from batches (which may span units and
+    hold rows of finished ones, `unit_batches`) and hands each whole unit to the writer."""
 
-    def __init__(self, split: Split, unit_rows: int, writer: UnitWriter):
+    def __init__(self, split: Split, unit_rows: int, writer: UnitWriter, units: list[int]):
         self.split, self.unit_rows, self.writer = split, unit_rows, writer
+        self.units = np.asarray(sorted(units), dtype=np.int64)
         self.parts: dict[int, list] = {}
+
+    def kept(self, rows: np.ndarray) -> np.ndarray:
+        """(B,) bool: which rows of a batch belong to the units being extracted."""
+        return np.isin(rows // self.unit_rows, self.units)
 
     def add(self, rows: np.ndarray, spatial: np.ndarray, global_embedding: np.ndarray,
             reasons: list[str]) -> None:
-        unit = int(rows[0]) // self.unit_rows
-        self.parts.setdefault(unit, []).append((rows, spatial, global_embedding, reasons))
-        start, stop = unit_bounds(unit, self.unit_rows, len(self.split))
-        if sum(len(p[0]) for p in self.parts[unit]) == stop - start:
-            self.writer.put(unit, self._assemble(unit, start, stop))
+        units = rows // self.unit_rows                                               # (B,)
+        for unit in np.intersect1d(units, self.units):
+            mine = units == unit
+            self.parts.setdefault(int(unit), []).append(
+                (rows[mine], spatial[mine], global_embedding[mine], [r for r, m in zip(reasons, mine) if m]))
+            start, stop = unit_bounds(int(unit), self.unit_rows, len(self.split))
+            if sum(len(p[0]) for p in self.parts[int(unit)]) == stop - start:
+                self.writer.put(int(unit), self._assemble(int(unit), start, stop))
 
     def _assemble(self, unit: int, start: int, stop: int) -> UnitRows:
         parts = self.parts.pop(unit)
@@ -117,16 +133,24 @@ class BatchFeatures:
     def start(cls, batch: DecodedBatch, spatial: torch.Tensor, global_embedding: torch.Tensor) -> "BatchFeatures":
         if not spatial.is_cuda:
             return cls(batch.rows.numpy(), batch.reasons, spatial.half(), global_embedding.half(), None)
+        device = spatial.device
         spatial = spatial.half().contiguous().to("cpu", non_blocking=True)        # pinned destination
         global_embedding = global_embedding.half().to("cpu", non_blocking=True)
         copied = torch.cuda.Event()
-        copied.record()
+        copied.record(torch.cuda.current_stream(device))   # the copies' stream, on the features' GPU
         return cls(batch.rows.numpy(), batch.reasons, spatial, global_embedding, copied)
 
     def ready(self) -> tuple[np.ndarray, np.ndarray]:
         if self.copied is not None:
             self.copied.synchronize()
         return self.spatial.numpy(), self.global_embedding.numpy()
+
+
+def use_device(device: torch.device) -> None:
+    """Make a CUDA `device` this process's current one, so that the streams and events of the
+    copies back, the pinning thread and the JPEG decoder are that GPU's, not cuda:0's."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
 
 
 def writer_threads(store: backends.Store, backbone: Backbone) -> int:
@@ -151,29 +175,34 @@ def extract_split(config: ExtractConfig, backbone: Backbone, store: backends.Sto
     batches = unit_batches(units, config.unit_rows, len(split), config.batch_size)
     if not batches:
         return []
+    use_device(backbone.device)
     decode, note = resolve_decode(config.decode, backbone.device)
     summary.note(note, config.progress)
     loader = image_loader(split, batches, backbone.input_resolution, decode, config.workers, backbone.device)
     to_device = DevicePixels(backbone.device, backbone.input_resolution)
     steady = SteadyRate(skip=max(1, config.workers))
-    bar = progress(total=sum(len(b) for b in batches), desc=f"extract {split.name}", unit="img",
+    bounds = [unit_bounds(unit, config.unit_rows, len(split)) for unit in units]
+    bar = progress(total=sum(stop - start for start, stop in bounds), desc=f"extract {split.name}", unit="img",
                    enabled=config.progress, leave=True)
     with UnitWriter(store, split.name, config.unit_rows, errors_file, threads=writer_threads(store, backbone)) as writer:
-        assembler = UnitAssembler(split, config.unit_rows, writer)
+        assembler = UnitAssembler(split, config.unit_rows, writer, units)
 
         def hand_on(features: BatchFeatures) -> None:
             spatial, global_embedding = features.ready()
             assembler.add(features.rows, spatial, global_embedding, features.reasons)
-            summary.images += len(features.rows)
-            summary.failures += sum(1 for reason in features.reasons if reason)
-            bar.update(len(features.rows))
+            kept = assembler.kept(features.rows)
+            summary.images += int(kept.sum())
+            summary.failures += sum(1 for reason, keep in zip(features.reasons, kept) if reason and keep)
+            bar.update(int(kept.sum()))
             steady.mark(len(features.rows))
 
         waiting = None
         for batch in loader:
             started = time.perf_counter()
             pixels = to_device(batch)                                   # (B, 3, S, S) uint8 on the device
-            failed = [(int(r), reason) for r, reason in zip(batch.rows, batch.reasons) if reason]
+            kept = assembler.kept(batch.rows.numpy())
+            failed = [(int(r), reason) for r, reason, keep in zip(batch.rows, batch.reasons, kept)
+                      if reason and keep]
             if failed and config.strict:
                 row, reason = failed[0]
                 raise ExtractError(f"{split.paths[row]}: {reason} (--strict)")

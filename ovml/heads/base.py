@@ -28,7 +28,8 @@ class Head(nn.Module, metaclass=abc.ABCMeta):
     A head trained with its own paper's objective (ZS-SDL, BiAM, LESA) says so with a method
     `training_loss(tokens, global_embedding, text, labels, logit_scale, need_features) ->
     (features, loss, parts)`: the scalar loss (its ranking loss and regularisers, logits =
-    logit_scale x cosines), a dict of floats for the log, and features (N, L, D) as `forward`
+    logit_scale x cosines), a dict of detached 0-d tensors for the log (read once per epoch, so
+    a step never waits for the device), and features (N, L, D) as `forward`
     returns them when need_features (the trainer's contrastive loss reads them), else None when
     the loss can do without. The trainer calls it in place of its own ranking loss; heads without
     it (ovml, linear) leave it None and get the trainer's losses.

@@ -167,4 +167,4 @@ class BiAMHead(Head):
         the scores are the features' cosines, so they are always made."""
         features = self(tokens, global_embedding, text)
         loss = hinge_ranking_loss(logit_scale * cosine_scores(features, text), labels)
-        return features, loss, {"rank": float(loss.detach())}
+        return features, loss, {"rank": loss.detach()}

@@ -152,4 +152,4 @@ class LESAHead(Head):
                  "span": attention_span(attention_logits)}
         total = parts["rank"] + sum(WEIGHTS[key] * parts[key] for key in WEIGHTS)
         features = best_matching(attended, cosines) if need_features else None
-        return features, total, {key: float(value.detach()) for key, value in parts.items()}
+        return features, total, {key: value.detach() for key, value in parts.items()}

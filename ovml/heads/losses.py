@@ -110,8 +110,10 @@ def supervised_contrastive_loss(features: Tensor, labels: Tensor, projector: nn.
     classes = positive.nonzero()[:, 1]                                   # (A,) row-major, as features[positive]
     z = F.normalize(projector(features[positive]), dim=-1)               # (A, d)
     self_pair = torch.eye(len(z), dtype=torch.bool, device=z.device)     # (A, A)
-    # the finite minimum (not -inf) keeps a lone anchor's row, and its gradient, free of NaN
-    similarity = (z @ z.T / tau).masked_fill(self_pair, torch.finfo(z.dtype).min)
+    similarity = z @ z.T / tau                                           # (A, A)
+    # the finite minimum (not -inf) keeps a lone anchor's row, and its gradient, free of NaN; it is
+    # the similarity's own dtype's: under CUDA autocast z is float32 (a norm) but z @ z.T half precision
+    similarity = similarity.masked_fill(self_pair, torch.finfo(similarity.dtype).min)
     log_prob = similarity - similarity.logsumexp(dim=1, keepdim=True)   # (A, A)
     same_class = (classes[:, None] == classes[None, :]) & ~self_pair     # (A, A)
     count = same_class.sum(dim=1)

@@ -70,7 +70,7 @@ def sdl_loss(logits: Tensor, labels: Tensor, text: Tensor, vectors: Tensor,
     has_positive = count > 0
     images = has_positive.sum().clamp_min(1)
     mean = lambda values: (values * has_positive).sum() / images
-    return mean(per_image), {"rank": float(mean(rank).detach()), "variance": float(mean(variance).detach())}
+    return mean(per_image), {"rank": mean(rank).detach(), "variance": mean(variance).detach()}
 
 
 @register

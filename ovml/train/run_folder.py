@@ -50,7 +50,9 @@ def _only_plain_values(value) -> bool:
 
 
 def load_tensors(path: str, flat: bool = True) -> dict:
-    """Read a checkpoint with `weights_only=True`; `flat` demands a {name: tensor} mapping."""
+    """Read a checkpoint with `weights_only=True`; `flat` demands a {name: tensor} mapping. Its
+    tensors are read onto the CPU whatever device saved them, so a run saved on a GPU resumes on
+    the CPU or another GPU (and one saved on the CPU on a GPU: the state is copied in place)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -40,6 +40,8 @@ from .run_folder import HEAD_FILE, RunFolder, check_resumable, schedule_state
 
 
 LOGIT_SPREAD = 2.0  # std of the untrained head's logits over an image's labels, under `--logit-scale auto`
+LOSS_SHOWN_EVERY = 25  # training steps between two readings of the loss for the progress bar (each one
+                       # waits for the device)
 
 
 @dataclass
@@ -201,34 +203,41 @@ class Trainer:
             features = self.head(tokens, global_embedding, text)                        # (B, L', D)
             logits = self.logit_scale(cosine_scores(features, text))
             total = (hinge_ranking_loss if self.config.rank_loss == "hinge" else ranking_loss)(logits, labels)
-            parts = {"rank": float(total.detach())}
+            parts = {"rank": total.detach()}
         if self.projector is not None:
             contrastive = supervised_contrastive_loss(features, labels, self.projector, self.config.tau)
             total = total + self.contrastive_weight * contrastive
-            parts["contrastive"] = float(contrastive.detach())
+            parts["contrastive"] = contrastive.detach()
         return total, parts
 
     def train_epoch(self, epoch: int) -> dict:
+        """One pass over the training rows; the epoch's mean loss and parts, read from the device
+        once at the end (the steps' losses are kept as tensors, so no step waits for the device
+        but the progress bar's reading every LOSS_SHOWN_EVERY steps)."""
         self.head.train()
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
-        sums, steps, images, started = {"loss": 0.0}, 0, 0, time.perf_counter()
-        bar = progress(total=self.stream.steps(), desc=f"epoch {epoch}", unit="batch",
-                       enabled=self.config.progress)
+        losses: dict[str, list[torch.Tensor]] = {"loss": []}
+        steps, images, started = 0, 0, time.perf_counter()
+        total_steps = self.stream.steps()
+        bar = progress(total=total_steps, desc=f"epoch {epoch}", unit="batch", enabled=self.config.progress)
         for batch in self.stream.epoch(seed=self.config.seed * 1000 + epoch):
             with self.precision.autocast():
                 loss, parts = self.loss(batch, generator)
             scaled_step(loss, self.optimizer, self.scaler, self.schedule)
             steps += 1
             images += len(batch["labels"])
-            sums["loss"] += float(loss.detach())
-            for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + value
-            rate = images / (time.perf_counter() - started)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{rate:.0f}")
+            for key, value in {"loss": loss.detach(), **parts}.items():
+                losses.setdefault(key, []).append(value)
+            if self.config.progress and (steps % LOSS_SHOWN_EVERY == 0 or steps == total_steps):
+                rate = images / (time.perf_counter() - started)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{rate:.0f}")
             bar.update(1)
         bar.close()
         seconds = time.perf_counter() - started
-        return {key: value / max(steps, 1) for key, value in sums.items()} | {
+        # summed as Python floats in step order, as when each step was read: the same numbers
+        means = {key: sum(torch.stack(values).tolist()) / max(steps, 1) if values else 0.0
+                 for key, values in losses.items()}
+        return means | {
             "steps": steps, "images": images, "seconds": round(seconds, 3),
             "images_per_second": round(images / seconds, 1) if seconds else None,
             "lr": self.schedule.get_last_lr()[0], "logit_scale": round(self.logit_scale.value, 4)}
@@ -302,7 +311,8 @@ class Trainer:
         return best, last_loss
 
 
-RESUMABLE_CHANGES = {"epochs", "progress", "in_memory", "prefetch", "allow_partial", "cache", "out"}
+# what a resumed run may change: I/O options, and the device (a checkpoint loads onto any: run_folder.py)
+RESUMABLE_CHANGES = {"epochs", "device", "progress", "in_memory", "prefetch", "allow_partial", "cache", "out"}
 
 
 def train_head(config: TrainConfig, resume: bool = False, overwrite: bool = False,
