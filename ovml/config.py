@@ -36,6 +36,8 @@ class ExtractConfig:
     images: str | None = None            # image folder when not under the adapter's default place
     unseen: str | None = None            # coco: file of unseen label names
     placeholder: str | None = None       # nuswide: Flickr's "photo unavailable" image, rejected byte for byte
+    allow_outside_root: bool = False     # read listed images that resolve outside the root and --images
+                                         # (symlinks followed); otherwise each is an ok = false row
     threads: int | None = None           # torch CPU threads (None: torch's default; Dask workers get the
                                          # coordinator's, so CPU results are bit-identical to one process)
     progress: bool = True                # show progress bars
@@ -152,6 +154,7 @@ class FinetuneConfig:
     images: str | None = None            # image folder when not under the adapter's default place
     unseen: str | None = None            # coco: file of unseen label names
     placeholder: str | None = None       # nuswide: Flickr's "photo unavailable" image
+    allow_outside_root: bool = False     # read listed images that resolve outside the root and --images
     progress: bool = True                # show progress bars
 
 

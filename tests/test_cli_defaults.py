@@ -26,7 +26,7 @@ def same(config: type, *names: str) -> dict:
 CARRIED = {
     "extract": same(ExtractConfig, "model", "device", "splits", "batch_size", "workers", "decode", "unit_rows",
                     "prompts", "limit", "dask", "strict", "overwrite", "download_root", "images", "unseen",
-                    "placeholder", "threads"),
+                    "placeholder", "threads", "allow_outside_root"),
     "check": same(CheckConfig, "rows"),
     "train-head": {"head_name": (TrainConfig, ("head",)), **same(
         TrainConfig, "epochs", "batch_size", "lr", "lr_range_steps", "weight_decay", "contrastive_weight", "tau",
@@ -41,7 +41,7 @@ CARRIED = {
     "add-labels": same(AddLabelsConfig, "unseen", "annotations", "model", "device", "download_root"),
     "finetune": same(FinetuneConfig, "model", "epochs", "lr", "weight_decay", "batch_size", "logit_scale", "device",
                      "split", "prompts", "limit", "seed", "workers", "threads", "download_root", "images", "unseen",
-                     "placeholder"),
+                     "placeholder", "allow_outside_root"),
     "reproduce": same(ReproduceConfig, "finetuned_cache", "epochs", "settings", "device"),
     "serve": {**same(ServeConfig, "host", "port"), **same(PredictConfig, "head", "model", "prompts", "device",
                                                           "download_root")},

@@ -42,10 +42,11 @@ def worker_device(device: str) -> str:
 def worker_state(config: ExtractConfig):
     """(splits, backbone) loaded once per worker process and reused by every task."""
     key = (config.dataset, config.root, config.model, config.device, config.limit, config.splits,
-           tuple(sorted(adapter_options(config).items())))
+           config.allow_outside_root, tuple(sorted(adapter_options(config).items())))
     with _WORKER_LOCK:
         if key not in _WORKER_STATE:
-            source = open_dataset(config.dataset, config.root, **adapter_options(config))
+            source = open_dataset(config.dataset, config.root, config.allow_outside_root,
+                                  **adapter_options(config))
             splits = select_splits(source, config.splits, config.limit)
             backbone = load_backbone(config.model, worker_device(config.device), config.download_root)
             _WORKER_STATE.clear()

@@ -138,7 +138,7 @@ def writer_threads(store: backends.Store, backbone: Backbone) -> int:
 def image_loader(split: Split, batches: list[list[int]], resolution: int, decode: str, workers: int,
                  device: torch.device) -> torch.utils.data.DataLoader:
     """Decode processes yielding DecodedBatches of the given row batches (pinned on CUDA)."""
-    rows = ImageRows(split.paths, resolution, split.file_check, decode)
+    rows = ImageRows(split.paths, resolution, split.file_check, decode, split.roots)
     return torch.utils.data.DataLoader(
         rows, batch_sampler=batches, num_workers=workers, collate_fn=functools.partial(collate, side=resolution),
         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None, persistent_workers=False)
@@ -230,7 +230,7 @@ def begin(config: ExtractConfig) -> Job:
         torch.set_num_threads(config.threads)
     if config.overwrite and os.path.exists(errors_path(config.out)):
         os.remove(errors_path(config.out))
-    source = open_dataset(config.dataset, config.root, **adapter_options(config))
+    source = open_dataset(config.dataset, config.root, config.allow_outside_root, **adapter_options(config))
     splits = select_splits(source, config.splits, config.limit)
     backbone = load_backbone(config.model, config.device, config.download_root)
     plan = make_plan(config, source, splits, backbone, load_prompts(config.prompts))

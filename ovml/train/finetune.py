@@ -94,7 +94,7 @@ class Finetuner:
             raise UsageError(f"{self.device} asked for but CUDA is not available on this machine")
         if config.threads:
             torch.set_num_threads(config.threads)
-        source = open_dataset(config.dataset, config.root, **adapter_options(config))
+        source = open_dataset(config.dataset, config.root, config.allow_outside_root, **adapter_options(config))
         self.split = select_splits(source, (config.split,), config.limit)[config.split]
         self.seen = np.asarray(source.vocabulary.seen, dtype=bool)
         if not self.seen.any():
@@ -131,7 +131,7 @@ class Finetuner:
         batches = epoch_batches(self.rows, self.config.batch_size, self.config.seed, epoch)
         side = self.model.visual.input_resolution
         loader = torch.utils.data.DataLoader(
-            ImageRows(self.split.paths, side, self.split.file_check), batch_sampler=batches,
+            ImageRows(self.split.paths, side, self.split.file_check, roots=self.split.roots), batch_sampler=batches,
             collate_fn=functools.partial(collate, side=side), num_workers=self.config.workers,
             pin_memory=self.device.type == "cuda")
         bar = progress(total=len(batches), desc=f"finetune epoch {epoch}", unit="batch", enabled=self.config.progress)
