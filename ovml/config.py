@@ -40,6 +40,8 @@ class ExtractConfig:
                                          # (symlinks followed); otherwise each is an ok = false row
     threads: int | None = None           # torch CPU threads (None: torch's default; Dask workers get the
                                          # coordinator's, so CPU results are bit-identical to one process)
+    lock: bool = True                    # hold the writer's lock for the run (False: --no-lock, for file
+                                         # systems without locks; then no other process may write it)
     progress: bool = True                # show progress bars
 
 
@@ -89,6 +91,8 @@ class TrainConfig:
     shuffle_buffer: int = 8              # chunks mixed in the shuffle buffer when streaming
     prefetch: int = 2                    # chunks read ahead in a background thread
     allow_partial: bool = False          # train on the finished units of an incomplete cache
+    lock: bool = True                    # hold the writer's lock for the run (False: --no-lock, for file
+                                         # systems without locks; then no other process may write it)
     progress: bool = True                # show progress bars
 
 
@@ -155,6 +159,8 @@ class FinetuneConfig:
     unseen: str | None = None            # coco: file of unseen label names
     placeholder: str | None = None       # nuswide: Flickr's "photo unavailable" image
     allow_outside_root: bool = False     # read listed images that resolve outside the root and --images
+    lock: bool = True                    # hold the writer's lock for the run (False: --no-lock, for file
+                                         # systems without locks; then no other process may write it)
     progress: bool = True                # show progress bars
 
 
@@ -170,6 +176,8 @@ class ReproduceConfig:
     settings: str = "paper"              # the attention head's rows: paper (`train-head --paper`) or
                                          # defaults (ovml's adaptive training)
     device: str = "cpu"                  # torch device for training and evaluation
+    lock: bool = True                    # hold the writer's lock for the run (False: --no-lock, for file
+                                         # systems without locks; then no other process may write it)
     progress: bool = True                # show progress bars
 
 
@@ -212,6 +220,8 @@ class AddLabelsConfig:
     model: str | None = None             # CLIP name or weights file (None: the cache's backbone)
     device: str = "cpu"                  # torch device of the text tower
     download_root: str | None = None     # where named CLIP models are kept
+    lock: bool = True                    # hold the writer's lock for the run (False: --no-lock, for file
+                                         # systems without locks; then no other process may write it)
     progress: bool = True                # show progress bars
 
 

@@ -1,4 +1,4 @@
-"""Atomic file writes: a JSON document or a tensor file is written whole or not at all.
+"""Atomic file writes: a JSON document, a text or a tensor file is written whole or not at all.
 
 Each is written to `PATH.tmp`, in the destination's own folder (so the rename never crosses file
 systems), flushed to disk, then renamed over PATH: an interruption leaves either the old file or
@@ -36,6 +36,14 @@ def write_json(path: str, value, indent: int = 2, sort_keys: bool = False) -> No
     def write(temporary: str) -> None:
         with open(temporary, "w", encoding="utf-8") as handle:
             json.dump(value, handle, indent=indent, sort_keys=sort_keys)
+    replace_atomically(path, write)
+
+
+def write_text(path: str, text: str) -> None:
+    """`text` as UTF-8, written atomically."""
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
     replace_atomically(path, write)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..cache import store as backends
-from ..cache.writer import (CachePlan, LabelTable, UnitRows, create_cache, mark_complete,
+from ..cache.writer import (CachePlan, LabelTable, UnitRows, cache_writer_lock, create_cache, mark_complete,
                             open_existing, pending_units, unit_bounds)
 from ..config import ExtractConfig
 from ..errors import ExtractError
@@ -252,16 +252,18 @@ def finish(job: Job) -> ExtractSummary:
 
 
 def run_extraction(config: ExtractConfig) -> ExtractSummary:
-    """Extract every pending unit of the chosen splits in this process and mark the cache complete."""
-    job = begin(config)
-    try:
-        for name, units in job.pending().items():
-            extract_split(config, job.backbone, job.store, job.splits[name], units, job.summary,
-                          errors_path(config.out))
-    except BaseException:
-        job.store.close()
-        raise
-    return finish(job)
+    """Extract every pending unit of the chosen splits in this process and mark the cache complete,
+    holding the cache's writer lock throughout (a second writer is refused at once)."""
+    with cache_writer_lock(config.out, config.lock):
+        job = begin(config)
+        try:
+            for name, units in job.pending().items():
+                extract_split(config, job.backbone, job.store, job.splits[name], units, job.summary,
+                              errors_path(config.out))
+        except BaseException:
+            job.store.close()
+            raise
+        return finish(job)
 
 
 def tidy_errors_file(path: str) -> str | None:
