@@ -206,6 +206,13 @@ class ServeConfig:
     tagger: PredictConfig = PredictConfig()  # what is loaded; its top_k and alpha are the page's defaults
     host: str = "127.0.0.1"              # address to bind; anything else exposes the page beyond this machine
     port: int = 7860                     # TCP port (0: any free one)
+    token: str | None = None             # every API request must carry it (Authorization: Bearer, or a form
+                                         # field `token`); needed to bind beyond loopback
+    insecure: bool = False               # bind beyond loopback without a token
+    workers: int = 512                   # connections served at once, a thread each (predictions still run
+                                         # one at a time)
+    waiting: int = 256                   # accepted connections waiting for a worker; beyond, 503 Retry-After
+    timeout: float = 10.0                # seconds for a request's headers, and the longest silence in a body
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ CARRIED = {
                      "split", "prompts", "limit", "seed", "workers", "threads", "download_root", "images", "unseen",
                      "placeholder", "allow_outside_root", "lock"),
     "reproduce": same(ReproduceConfig, "finetuned_cache", "epochs", "settings", "device", "lock"),
-    "serve": {**same(ServeConfig, "host", "port"), **same(PredictConfig, "head", "model", "prompts", "device",
-                                                          "download_root")},
+    "serve": {**same(ServeConfig, "host", "port", "token", "insecure"),
+              **same(PredictConfig, "head", "model", "prompts", "device", "download_root")},
     "demo": same(DemoConfig, "out", "seed", "quick"),
 }
 # command -> parameters with no default of their own: fields without a default that the command
