@@ -25,9 +25,11 @@ def replace_atomically(path: str, write: Callable[[str], None]) -> None:
         finally:
             os.close(descriptor)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(temporary):
             os.remove(temporary)
+        if isinstance(err, OSError) and err.filename is None:   # a failed write() names no file
+            raise OSError(err.errno, err.strerror, path) from err
         raise
 
 
@@ -48,5 +50,14 @@ def write_text(path: str, text: str) -> None:
 
 
 def save_tensors(path: str, state: dict) -> None:
-    """`torch.save(state)`, written atomically."""
-    replace_atomically(path, lambda temporary: torch.save(state, temporary))
+    """`torch.save(state)`, written atomically. torch writes through a Python file, so a failed
+    write (a full disk) is the OSError itself, not torch's multi-line RuntimeError."""
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as handle:
+            try:
+                torch.save(state, handle)
+            except RuntimeError as err:   # torch's own complaint while closing after the write failed
+                if isinstance(err.__context__, OSError):
+                    raise err.__context__ from None
+                raise
+    replace_atomically(path, write)

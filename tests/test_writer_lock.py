@@ -1,4 +1,4 @@
-"""One writer per store and per run folder (issue 22): the two defects found, reproduced with
+"""One writer per store and per run folder: the two defects found, reproduced with
 writers started within a millisecond of each other, and the lock's own contract."""
 from __future__ import annotations
 

@@ -9,10 +9,12 @@ half-made one.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
@@ -71,10 +73,19 @@ class UnitRows:
     failures: list = field(default_factory=list)  # (image id, reason) of the rows with ok = false
 
 
-def cache_writer_lock(path: str, enabled: bool = True):
+@contextlib.contextmanager
+def cache_writer_lock(path: str, enabled: bool = True) -> Iterator[None]:
     """The writer's lock on the cache at `path` (ovml/lock.py), held by `extract` and `add-labels`
-    for their whole run: its file sits beside a local cache; a URL cache has none to take."""
-    return writer_lock(path, None if backends.is_url(path) else store_lock_file(backends.local_path(path)), enabled)
+    for their whole run: its file sits beside a local cache; a URL cache has none to take. A
+    folder where the lock file cannot be made is a CacheError naming the cache."""
+    lock_file = None if backends.is_url(path) else store_lock_file(backends.local_path(path))
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(writer_lock(path, lock_file, enabled))
+        except OSError as err:
+            raise CacheError(f"{path}: cannot write here ({err.strerror or err}); fix it and re-run the same "
+                             "command") from err
+        yield
 
 
 def building_path(path: str) -> str:
