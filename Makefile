@@ -1,10 +1,11 @@
-# `make test` and `make demo` build .venv from nothing (or update it) before running.
+# `make test`, `make torture` and `make demo` build .venv from nothing (or update it) before running.
+# `make test` runs the fault-injection suite's fast subset; `make torture` its full run (README, Reliability).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv clean
+.PHONY: test torture demo venv clean
 
 venv: $(STAMP)
 
@@ -15,8 +16,11 @@ $(STAMP): setup.cfg setup.py constraints.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q; rc=$$?; \
+	$(BIN)/python -m pytest -q -m "not torture_long"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: no tests collected' >&2; exit 1; fi; exit $$rc
+
+torture: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m "torture or torture_long" tests/test_torture.py
 
 demo: $(STAMP)
 	$(BIN)/ovml demo

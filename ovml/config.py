@@ -36,8 +36,12 @@ class ExtractConfig:
     images: str | None = None            # image folder when not under the adapter's default place
     unseen: str | None = None            # coco: file of unseen label names
     placeholder: str | None = None       # nuswide: Flickr's "photo unavailable" image, rejected byte for byte
+    allow_outside_root: bool = False     # read listed images that resolve outside the root and --images
+                                         # (symlinks followed); otherwise each is an ok = false row
     threads: int | None = None           # torch CPU threads (None: torch's default; Dask workers get the
                                          # coordinator's, so CPU results are bit-identical to one process)
+    lock: bool = True                    # hold the writer's lock for the run (False: --no-lock, for file
+                                         # systems without locks; then no other process may write it)
     progress: bool = True                # show progress bars
 
 
@@ -87,6 +91,8 @@ class TrainConfig:
     shuffle_buffer: int = 8              # chunks mixed in the shuffle buffer when streaming
     prefetch: int = 2                    # chunks read ahead in a background thread
     allow_partial: bool = False          # train on the finished units of an incomplete cache
+    lock: bool = True                    # hold the writer's lock for the run (False: --no-lock, for file
+                                         # systems without locks; then no other process may write it)
     progress: bool = True                # show progress bars
 
 
@@ -153,6 +159,9 @@ class FinetuneConfig:
     images: str | None = None            # image folder when not under the adapter's default place
     unseen: str | None = None            # coco: file of unseen label names
     placeholder: str | None = None       # nuswide: Flickr's "photo unavailable" image
+    allow_outside_root: bool = False     # read listed images that resolve outside the root and --images
+    lock: bool = True                    # hold the writer's lock for the run (False: --no-lock, for file
+                                         # systems without locks; then no other process may write it)
     progress: bool = True                # show progress bars
 
 
@@ -168,6 +177,8 @@ class ReproduceConfig:
     settings: str = "paper"              # the attention head's rows: paper (`train-head --paper`) or
                                          # defaults (ovml's adaptive training)
     device: str = "cpu"                  # torch device for training and evaluation
+    lock: bool = True                    # hold the writer's lock for the run (False: --no-lock, for file
+                                         # systems without locks; then no other process may write it)
     progress: bool = True                # show progress bars
 
 
@@ -199,6 +210,13 @@ class ServeConfig:
     tagger: PredictConfig = PredictConfig()  # what is loaded; its top_k and alpha are the page's defaults
     host: str = "127.0.0.1"              # address to bind; anything else exposes the page beyond this machine
     port: int = 7860                     # TCP port (0: any free one)
+    token: str | None = None             # every API request must carry it (Authorization: Bearer, or a form
+                                         # field `token`); needed to bind beyond loopback
+    insecure: bool = False               # bind beyond loopback without a token
+    workers: int = 512                   # connections served at once, a thread each (predictions still run
+                                         # one at a time)
+    waiting: int = 256                   # accepted connections waiting for a worker; beyond, 503 Retry-After
+    timeout: float = 10.0                # seconds for a request's headers, and the longest silence in a body
 
 
 @dataclass(frozen=True)
@@ -213,6 +231,8 @@ class AddLabelsConfig:
     model: str | None = None             # CLIP name or weights file (None: the cache's backbone)
     device: str = "cpu"                  # torch device of the text tower
     download_root: str | None = None     # where named CLIP models are kept
+    lock: bool = True                    # hold the writer's lock for the run (False: --no-lock, for file
+                                         # systems without locks; then no other process may write it)
     progress: bool = True                # show progress bars
 
 

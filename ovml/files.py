@@ -1,4 +1,4 @@
-"""Atomic file writes: a JSON document or a tensor file is written whole or not at all.
+"""Atomic file writes: a JSON document, a text or a tensor file is written whole or not at all.
 
 Each is written to a hidden `.NAME.tmp` in the destination's own folder (so the rename never
 crosses file systems, and a tool listing an image folder skips it), flushed to disk, then renamed
@@ -27,9 +27,11 @@ def replace_atomically(path: str, write: Callable[[str], None]) -> None:
         finally:
             os.close(descriptor)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(temporary):
             os.remove(temporary)
+        if isinstance(err, OSError) and err.filename is None:   # a failed write() names no file
+            raise OSError(err.errno, err.strerror, path) from err
         raise
 
 
@@ -50,5 +52,14 @@ def write_text(path: str, text: str) -> None:
 
 
 def save_tensors(path: str, state: dict) -> None:
-    """`torch.save(state)`, written atomically."""
-    replace_atomically(path, lambda temporary: torch.save(state, temporary))
+    """`torch.save(state)`, written atomically. torch writes through a Python file, so a failed
+    write (a full disk) is the OSError itself, not torch's multi-line RuntimeError."""
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as handle:
+            try:
+                torch.save(state, handle)
+            except RuntimeError as err:   # torch's own complaint while closing after the write failed
+                if isinstance(err.__context__, OSError):
+                    raise err.__context__ from None
+                raise
+    replace_atomically(path, write)

@@ -26,13 +26,13 @@ def same(config: type, *names: str) -> dict:
 CARRIED = {
     "extract": same(ExtractConfig, "model", "device", "splits", "batch_size", "workers", "decode", "unit_rows",
                     "prompts", "limit", "dask", "strict", "overwrite", "download_root", "images", "unseen",
-                    "placeholder", "threads"),
+                    "placeholder", "threads", "allow_outside_root", "lock"),
     "check": same(CheckConfig, "rows"),
     "train-head": {"head_name": (TrainConfig, ("head",)), **same(
         TrainConfig, "epochs", "batch_size", "lr", "lr_range_steps", "weight_decay", "contrastive_weight", "tau",
         "logit_scale", "rank_loss", "q_init", "attention_scales", "attention_top_k", "frozen", "attention_heads",
         "vit_output", "negatives", "val_fraction", "pseudo_unseen", "seed", "device", "amp", "in_memory",
-        "shuffle_buffer", "split", "allow_partial")},
+        "shuffle_buffer", "split", "allow_partial", "lock")},
     "eval": {"alpha": (EvalConfig, ("alphas", "alpha_auto")), **same(
         EvalConfig, "split", "ks", "baselines", "dense_top_k", "image_split", "batch_size", "scratch", "device",
         "amp", "allow_partial", "decisions")},
@@ -44,13 +44,13 @@ CARRIED = {
         "save_cache", "device", "batch_size", "workers", "decode", "unit_images", "dask", "strict", "threads",
         "download_root")},
     "calibrate": same(CalibrateConfig, "head", "cache", "out", "alpha", "device"),
-    "add-labels": same(AddLabelsConfig, "unseen", "annotations", "model", "device", "download_root"),
+    "add-labels": same(AddLabelsConfig, "unseen", "annotations", "model", "device", "download_root", "lock"),
     "finetune": same(FinetuneConfig, "model", "epochs", "lr", "weight_decay", "batch_size", "logit_scale", "device",
                      "split", "prompts", "limit", "seed", "workers", "threads", "download_root", "images", "unseen",
-                     "placeholder"),
-    "reproduce": same(ReproduceConfig, "finetuned_cache", "epochs", "settings", "device"),
-    "serve": {**same(ServeConfig, "host", "port"), **same(PredictConfig, "head", "model", "prompts", "device",
-                                                          "download_root")},
+                     "placeholder", "allow_outside_root", "lock"),
+    "reproduce": same(ReproduceConfig, "finetuned_cache", "epochs", "settings", "device", "lock"),
+    "serve": {**same(ServeConfig, "host", "port", "token", "insecure"),
+              **same(PredictConfig, "head", "model", "prompts", "device", "download_root")},
     "demo": same(DemoConfig, "out", "seed", "quick"),
 }
 # command -> parameters with no default of their own: fields without a default that the command

@@ -28,7 +28,7 @@ MAX_LINES = 400
 # name under ovml (a module or a package); the package's own __init__ ("ovml") is a face.
 # tag, calibrate and export are placed ahead of time: the check skips rooms that do not exist yet.
 LAYERS = {
-    "errors": 0, "config": 0, "progress": 0, "precision": 0, "locate": 0, "files": 0,
+    "errors": 0, "config": 0, "progress": 0, "precision": 0, "locate": 0, "files": 0, "lock": 0,
     "cache": 1, "metrics": 1,
     "extract": 2, "heads": 2, "synthetic": 2,
     "train": 3,

@@ -1,17 +1,24 @@
 """Creating a cache and writing it in work units that own whole row chunks.
 
-Only the coordinator creates arrays and writes attributes; any process may then write whole units
+Only the coordinator creates arrays and writes attributes, holding the cache's writer lock
+(`cache_writer_lock`) for the whole run; any process it sets to work may then write whole units
 (rows first, `units_done` flag after), so a rerun skips finished units and redoes any other unit
-whole. `complete` is set last, once every unit of every split is done.
+whole. `complete` is set last, once every unit of every split is done. A new local cache is laid
+out under a hidden name beside its path and renamed into place whole, so no process ever sees a
+half-made one.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
+from ..lock import store_lock_file, writer_lock
 from . import store as backends
 from .schema import SCHEMA_VERSION, CacheError, backbone_kind, expected_split_shapes
 
@@ -66,14 +73,43 @@ class UnitRows:
     failures: list = field(default_factory=list)  # (image id, reason) of the rows with ok = false
 
 
-def create_cache(path: str, plan: CachePlan) -> backends.Store:
-    """Lay out an empty cache at `path` (replacing anything there) and return it open for writing.
+@contextlib.contextmanager
+def cache_writer_lock(path: str, enabled: bool = True) -> Iterator[None]:
+    """The writer's lock on the cache at `path` (ovml/lock.py), held by `extract` and `add-labels`
+    for their whole run: its file sits beside a local cache; a URL cache has none to take. A
+    folder where the lock file cannot be made is a CacheError naming the cache."""
+    lock_file = None if backends.is_url(path) else store_lock_file(backends.local_path(path))
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(writer_lock(path, lock_file, enabled))
+        except OSError as err:
+            raise CacheError(f"{path}: cannot write here ({err.strerror or err}); fix it and re-run the same "
+                             "command") from err
+        yield
 
-    The `plan` attribute is written last: a store without it is an interrupted creation, which
-    a rerun replaces.
+
+def building_path(path: str) -> str:
+    """Where a new local cache is laid out before it is renamed to `path`: beside it, hidden, with
+    the same suffix (which picks the backend)."""
+    folder, name = os.path.split(path.rstrip("/"))
+    return os.path.join(folder, f".building.{name}")
+
+
+def create_cache(path: str, plan: CachePlan) -> backends.Store:
+    """Lay out an empty cache at `path` (where there is none) and return it open for writing.
+
+    A local cache is built under `building_path` (a leftover of a killed creation is replaced)
+    and renamed into place whole. A URL cache is laid out in place with the `plan` attribute
+    written last: a store without it is an interrupted creation, which a rerun replaces.
     """
     try:
-        return _lay_out(path, plan)
+        if backends.is_url(path):
+            return _lay_out(path, plan)
+        local, building = backends.local_path(path), building_path(backends.local_path(path))
+        backends.remove(building)
+        _lay_out(building, plan).close()
+        os.rename(building, local)
+        return backends.open_store(local, "a")
     except OSError as err:
         raise CacheError(f"{path}: cannot create the cache ({err.strerror or err}); fix it and re-run "
                          "the same command") from err

@@ -6,7 +6,7 @@ import json
 import click
 
 from ..config import AddLabelsConfig, CheckConfig
-from .common import default, device_options, resolve_device, user_errors
+from .common import default, device_options, lock_option, resolve_device, user_errors
 
 
 @click.command()
@@ -56,11 +56,13 @@ def check(path, rows, as_json) -> None:
 @device_options(AddLabelsConfig)
 @click.option("--download-root", default=default(AddLabelsConfig, "download_root"),
               help="Where named models are kept [$OVML_CLIP_CACHE].")
+@lock_option(AddLabelsConfig)
 @user_errors
-def add_labels(cache, names_file, unseen, annotations, model, gpu, device, download_root) -> None:
+def add_labels(cache, names_file, unseen, annotations, model, gpu, device, download_root, lock) -> None:
     """Append new label names to a cache with CLIP's text tower only (no image is re-read)."""
     from ..extract.add_labels import add_labels as append_labels
     added = append_labels(AddLabelsConfig(cache=cache, names_file=names_file, unseen=unseen, annotations=annotations,
-                                          model=model, device=resolve_device(gpu, device), download_root=download_root))
+                                          model=model, device=resolve_device(gpu, device), download_root=download_root,
+                                          lock=lock))
     click.echo(f"{cache}: added {len(added)} {'unseen' if unseen else 'seen'} label(s): {', '.join(added[:10])}"
                + (" ..." if len(added) > 10 else ""))

@@ -54,6 +54,14 @@ def device_options(config: type):
     return decorate
 
 
+def lock_option(config: type):
+    """`--lock/--no-lock`: whether a writer holds its lock (ovml/lock.py); --no-lock is for file
+    systems without locks, on the user's word that no other process writes the same output."""
+    return click.option("--lock/--no-lock", default=default(config, "lock"), show_default=True,
+                        help="Hold the output's writer lock, so a second writer is refused; --no-lock for "
+                        "file systems without locks, when nothing else writes it.")
+
+
 def amp_option(config: type):
     """`--amp bf16|fp16`: mixed precision for the head on CUDA (ignored, said once, elsewhere)."""
     return click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=default(config, "amp"),

@@ -7,7 +7,7 @@ import click
 
 from ..config import ExtractConfig
 from .common import (DefaultFrom, RegistryChoice, comma_list, dataset_names, default, default_prompt, device_options,
-                     resolve_device, split_list, user_errors)
+                     lock_option, resolve_device, split_list, user_errors)
 
 SHORT_NAMES = {"nuswide": "nus", "openimages": "oi", "coco": "coco"}
 
@@ -60,9 +60,14 @@ def default_out(dataset: str, root: str) -> str:
               help="nuswide: Flickr's placeholder image; identical files are skipped (files <= 4000 bytes always are).")
 @click.option("--threads", type=click.IntRange(1), default=default(ExtractConfig, "threads"),
               help="torch CPU threads [default: torch's; Dask workers get the coordinator's].")
+@click.option("--allow-outside-root", is_flag=True, default=default(ExtractConfig, "allow_outside_root"),
+              help="Read listed images that resolve (symlinks followed) outside --root and --images; "
+                   "otherwise each is an ok = false row.")
+@lock_option(ExtractConfig)
 @user_errors
 def extract(dataset, root, out, model, gpu, device, splits, batch_size, workers, decode, unit_rows, prompts,
-            limit, dask, strict, overwrite, download_root, images, unseen, placeholder, threads) -> None:
+            limit, dask, strict, overwrite, download_root, images, unseen, placeholder, threads,
+            allow_outside_root, lock) -> None:
     """Run CLIP's image tower once and write X', CLIP's global feature, labels and text to a cache.
 
     Re-running the same command resumes an interrupted extraction. On CUDA (--gpu N) the model
@@ -78,7 +83,7 @@ def extract(dataset, root, out, model, gpu, device, splits, batch_size, workers,
                            splits=split_list(splits), batch_size=batch_size, workers=workers, decode=decode,
                            unit_rows=unit_rows, prompts=prompts, limit=limit, dask=dask, strict=strict,
                            overwrite=overwrite, download_root=download_root, images=images, unseen=unseen,
-                           placeholder=placeholder, threads=threads)
+                           placeholder=placeholder, threads=threads, allow_outside_root=allow_outside_root, lock=lock)
     if dask:
         from ..extract.distributed import run_distributed
         summary = run_distributed(config)

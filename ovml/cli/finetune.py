@@ -6,7 +6,7 @@ import os
 import click
 
 from ..config import FinetuneConfig
-from .common import RegistryChoice, dataset_names, default, device_options, resolve_device, user_errors
+from .common import RegistryChoice, dataset_names, default, device_options, lock_option, resolve_device, user_errors
 
 
 @click.command()
@@ -42,10 +42,15 @@ from .common import RegistryChoice, dataset_names, default, device_options, reso
 @click.option("--unseen", default=default(FinetuneConfig, "unseen"), help="coco: file of unseen label names.")
 @click.option("--placeholder", type=click.Path(exists=True, dir_okay=False),
               default=default(FinetuneConfig, "placeholder"), help="nuswide: Flickr's placeholder image.")
+@click.option("--allow-outside-root", is_flag=True, default=default(FinetuneConfig, "allow_outside_root"),
+              help="Read listed images that resolve (symlinks followed) outside --root and --images; "
+                   "otherwise each is left out as unreadable.")
+@lock_option(FinetuneConfig)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output and start again.")
 @user_errors
 def finetune(dataset, root, model, out, epochs, lr, weight_decay, batch_size, logit_scale, gpu, device, split,
-             prompts, limit, seed, workers, threads, download_root, images, unseen, placeholder, overwrite) -> None:
+             prompts, limit, seed, workers, threads, download_root, images, unseen, placeholder, allow_outside_root,
+             lock, overwrite) -> None:
     """Fine-tune CLIP's image tower on the seen labels with the ranking loss on CLIP-ML scores.
 
     The text tower stays frozen. Every epoch is checkpointed beside OUT; rerunning the same
@@ -57,7 +62,7 @@ def finetune(dataset, root, model, out, epochs, lr, weight_decay, batch_size, lo
                             weight_decay=weight_decay, batch_size=batch_size, logit_scale=logit_scale, split=split,
                             prompts=prompts, limit=limit, seed=seed, device=resolve_device(gpu, device),
                             workers=workers, threads=threads, download_root=download_root, images=images,
-                            unseen=unseen, placeholder=placeholder)
+                            unseen=unseen, placeholder=placeholder, allow_outside_root=allow_outside_root, lock=lock)
     result = run_finetune(config, overwrite=overwrite)
     click.echo(f"{result.out}: {result.epochs} epochs over {result.images} images in {result.seconds:.1f} s, "
                f"last loss {result.last_loss:.4f}, sha256 {result.sha256[:16]}...")

@@ -6,7 +6,7 @@ import os
 import click
 
 from ..config import ReproduceConfig
-from .common import default, device_options, resolve_device, user_errors
+from .common import default, device_options, lock_option, resolve_device, user_errors
 
 
 @click.command()
@@ -23,8 +23,9 @@ from .common import default, device_options, resolve_device, user_errors
 @device_options(ReproduceConfig)
 @click.option("--out", default=None, help="Folder for table.json, table.md, rows/ and runs/ "
               "[default: runs/table<N>-<cache stem>].")
+@lock_option(ReproduceConfig)
 @user_errors
-def reproduce(table, cache, finetuned_cache, epochs, settings, gpu, device, out) -> None:
+def reproduce(table, cache, finetuned_cache, epochs, settings, gpu, device, out, lock) -> None:
     """Train and evaluate every row of one of the paper's tables that the caches allow.
 
     Rerunning the same command keeps the finished rows and resumes the rest.
@@ -34,7 +35,7 @@ def reproduce(table, cache, finetuned_cache, epochs, settings, gpu, device, out)
     cache = cache or only_cache()
     out = out or os.path.join("runs", f"table{table}-{cache_stem(cache)}")
     config = ReproduceConfig(table=table, cache=cache, out=out, finetuned_cache=finetuned_cache, epochs=epochs,
-                             settings=settings, device=resolve_device(gpu, device))
+                             settings=settings, device=resolve_device(gpu, device), lock=lock)
     run_reproduce(config, on_row=click.echo)
     with open(os.path.join(out, "table.md"), encoding="utf-8") as handle:
         click.echo(handle.read().rstrip())

@@ -21,15 +21,22 @@ from .common import default, device_options, resolve_device, user_errors
 @device_options(PredictConfig)
 @click.option("--download-root", default=default(PredictConfig, "download_root"),
               help="Where named models are kept [$OVML_CLIP_CACHE].")
+@click.option("--token", default=default(ServeConfig, "token"), envvar="OVML_SERVE_TOKEN", show_envvar=True,
+              help="Every API request must carry it (Authorization: Bearer TOKEN, or the form field token); the "
+                   "page asks for it once. Needed to bind anything but loopback.")
+@click.option("--insecure", is_flag=True, default=default(ServeConfig, "insecure"),
+              help="Bind beyond loopback without a token.")
 @user_errors
-def serve(head, host, port, model, prompts, gpu, device, download_root) -> None:
+def serve(head, host, port, model, prompts, gpu, device, download_root, token, insecure) -> None:
     """Serve a page to tag images with any labels: ranked scores, attention maps, an alpha slider.
 
     Also a JSON endpoint: POST /api/predict with a multipart form (image, labels, top_k, alpha).
     """
     from ..serve import serve as run_server
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"note: binding {host}: anyone who can reach this machine can use the page", err=True)
+    from ..serve.app import is_loopback
+    if not is_loopback(host):
+        click.echo(f"note: binding {host}: " + ("requests must carry the token" if token else
+                                                "anyone who can reach this machine can use the page"), err=True)
     tagger = PredictConfig(head=head, model=model, prompts=prompts, device=resolve_device(gpu, device),
                            download_root=download_root)
-    run_server(ServeConfig(tagger=tagger, host=host, port=port), echo=click.echo)
+    run_server(ServeConfig(tagger=tagger, host=host, port=port, token=token, insecure=insecure), echo=click.echo)

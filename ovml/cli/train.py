@@ -7,7 +7,7 @@ import click
 
 from ..config import PAPER_SETTINGS, TrainConfig
 from .common import (AUTO_OR_FLOAT, HEADS_OR_POOL, NAMES, SCALES, DefaultFrom, RegistryChoice, amp_option, comma_list,
-                     default, device_options, head_names, resolve_device, user_errors)
+                     default, device_options, head_names, lock_option, resolve_device, user_errors)
 
 
 def flag(setting: str) -> str:
@@ -119,11 +119,12 @@ PAPER_FLAGS = " ".join(f"{flag(setting)} {shown(value)}" for setting, value in P
               help="Train on the finished units of an incomplete cache.")
 @click.option("--resume", is_flag=True, help="Continue from the run's last epoch checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@lock_option(TrainConfig)
 @user_errors
 def train_head(cache, out, head_name, epochs, batch_size, lr, lr_range_steps, weight_decay, contrastive_weight,
                no_contrastive, tau, logit_scale, rank_loss, q_init, attention_scales, attention_top_k, frozen,
                attention_heads, vit_output, paper, negatives, val_fraction, pseudo_unseen, seed, gpu, device, amp,
-               in_memory, shuffle_buffer, split, allow_partial, resume, overwrite) -> None:
+               in_memory, shuffle_buffer, split, allow_partial, resume, overwrite, lock) -> None:
     """Train a head on the cache's seen labels (the backbone never runs).
 
     By default the learning rate, the logit scale and the query's length are measured on the
@@ -149,7 +150,7 @@ def train_head(cache, out, head_name, epochs, batch_size, lr, lr_range_steps, we
                          rank_loss=rank_loss, vit_output=vit_output, negatives=negatives, val_fraction=val_fraction,
                          pseudo_unseen=pseudo_unseen, seed=seed, device=resolve_device(gpu, device), amp=amp,
                          split=split, in_memory=in_memory, shuffle_buffer=shuffle_buffer, allow_partial=allow_partial,
-                         **settings)
+                         lock=lock, **settings)
     result = run_training(config, resume=resume, overwrite=overwrite)
     if config.val_fraction > 0:
         from ..calibrate.fit import run_calibration

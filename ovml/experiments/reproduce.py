@@ -28,7 +28,8 @@ from ..config import PAPER_SETTINGS, EvalConfig, ReproduceConfig, TrainConfig
 from ..errors import UsageError
 from ..evaluation.evaluate import default_ks, evaluate_cache
 from ..evaluation.paper import paper_figures
-from ..files import write_json
+from ..files import write_json, write_text
+from ..lock import folder_lock
 from ..train.trainer import train_head
 
 TASKS = {"ZSL": "unseen", "GZSL": "all"}
@@ -169,7 +170,7 @@ class Reproduction:
         options = {} if self.config.epochs is None else {"epochs": self.config.epochs}
         if self.paper_settings(spec):
             options |= PAPER_SETTINGS
-        train_head(TrainConfig(cache=self.config.cache, out=out, device=self.config.device,
+        train_head(TrainConfig(cache=self.config.cache, out=out, device=self.config.device, lock=self.config.lock,
                                progress=self.config.progress, **options, **spec.training), resume=True)
         return out
 
@@ -227,28 +228,29 @@ def write_outputs(reproduction: Reproduction, rows: list[dict], skipped: list[tu
     """table.json and table.md for the rows so far; returns table.json's content."""
     content = table_json(reproduction.config.table, reproduction.dataset, rows)
     write_json(reproduction.path("table.json"), content)
-    with open(reproduction.path("table.md"), "w", encoding="utf-8") as handle:
-        handle.write(table_markdown(reproduction, rows, skipped))
+    write_text(reproduction.path("table.md"), table_markdown(reproduction, rows, skipped))
     return content
 
 
 def reproduce(config: ReproduceConfig, on_row: Callable[[str], None] | None = None) -> dict:
     """Run every row the caches allow (finished rows kept), write table.json and table.md after
-    each row; returns table.json's content."""
+    each row, holding the folder's writer lock throughout; returns table.json's content."""
     reproduction = Reproduction(config)
-    reproduction.claim_folder()
-    rows, skipped = [], []
-    for spec in TABLES[config.table]:
-        row = reproduction.finished(spec)
-        reason = None if row else why_not(spec, reproduction.caches)
-        if reason:
-            skipped.append((spec, reason))
-            continue
-        if on_row:
-            on_row(f"{spec.method} ({spec.task}): " + ("kept from an earlier run" if row else "training and scoring"))
-        rows.append(row or reproduction.score(spec))
-        write_outputs(reproduction, rows, skipped)
-    if not rows:
-        raise UsageError(f"{config.cache}: no row of table {config.table} can be run "
-                         f"({'; '.join(reason for _, reason in skipped)})")
-    return write_outputs(reproduction, rows, skipped)
+    with folder_lock(config.out, config.lock):
+        reproduction.claim_folder()
+        rows, skipped = [], []
+        for spec in TABLES[config.table]:
+            row = reproduction.finished(spec)
+            reason = None if row else why_not(spec, reproduction.caches)
+            if reason:
+                skipped.append((spec, reason))
+                continue
+            if on_row:
+                on_row(f"{spec.method} ({spec.task}): "
+                       + ("kept from an earlier run" if row else "training and scoring"))
+            rows.append(row or reproduction.score(spec))
+            write_outputs(reproduction, rows, skipped)
+        if not rows:
+            raise UsageError(f"{config.cache}: no row of table {config.table} can be run "
+                             f"({'; '.join(reason for _, reason in skipped)})")
+        return write_outputs(reproduction, rows, skipped)

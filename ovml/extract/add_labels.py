@@ -15,6 +15,7 @@ import numpy as np
 from ..cache import store as backends
 from ..cache.reader import CacheReader
 from ..cache.schema import CacheError
+from ..cache.writer import cache_writer_lock
 from ..config import AddLabelsConfig
 from ..errors import UsageError
 from .backbone import load_backbone
@@ -187,10 +188,12 @@ def roll_back_interrupted(cache: str) -> bool:
 
 
 def add_labels(config: AddLabelsConfig) -> list[str]:
-    """Append the labels of `config.names_file` to the cache; returns the names added."""
+    """Append the labels of `config.names_file` to the cache, holding its writer lock (as
+    `extract` does); returns the names added."""
     if not backends.exists(config.cache):
         raise CacheError(f"{config.cache}: no cache here")
-    roll_back_interrupted(config.cache)
-    new, old_count = prepare(config)
-    commit(config.cache, new, old_count)
+    with cache_writer_lock(config.cache, config.lock):
+        roll_back_interrupted(config.cache)
+        new, old_count = prepare(config)
+        commit(config.cache, new, old_count)
     return new.names

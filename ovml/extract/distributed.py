@@ -12,6 +12,7 @@ import threading
 
 
 from ..cache import store as backends
+from ..cache.writer import cache_writer_lock
 from ..config import ExtractConfig
 from ..errors import ExtractError
 from ..progress import progress
@@ -42,10 +43,11 @@ def worker_device(device: str) -> str:
 def worker_state(config: ExtractConfig):
     """(splits, backbone) loaded once per worker process and reused by every task."""
     key = (config.dataset, config.root, config.model, config.device, config.limit, config.splits,
-           tuple(sorted(adapter_options(config).items())))
+           config.allow_outside_root, tuple(sorted(adapter_options(config).items())))
     with _WORKER_LOCK:
         if key not in _WORKER_STATE:
-            source = open_dataset(config.dataset, config.root, **adapter_options(config))
+            source = open_dataset(config.dataset, config.root, config.allow_outside_root,
+                                  **adapter_options(config))
             splits = select_splits(source, config.splits, config.limit)
             backbone = load_backbone(config.model, worker_device(config.device), config.download_root)
             _WORKER_STATE.clear()
@@ -87,23 +89,25 @@ def connect(spec: str):
 
 
 def run_distributed(config: ExtractConfig) -> ExtractSummary:
-    """Plan on the coordinator, extract units on Dask workers, mark the cache complete."""
+    """Plan on the coordinator, extract units on Dask workers, mark the cache complete; the
+    coordinator holds the cache's writer lock throughout (its workers write units it hands them)."""
     if backends.is_hdf5(config.out):
         raise ExtractError(f"{config.out}: --dask needs a Zarr store; HDF5 has a single writer, so workers "
                            "cannot write their units into it concurrently")
-    job = begin(config)
-    client, cluster = connect(config.dask)
-    task_config = _worker_config(config)
-    try:
-        run_tasks(job, client, task_config)
-    except BaseException:
-        job.store.close()
-        raise
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    return finish(job)
+    with cache_writer_lock(config.out, config.lock):
+        job = begin(config)
+        client, cluster = connect(config.dask)
+        task_config = _worker_config(config)
+        try:
+            run_tasks(job, client, task_config)
+        except BaseException:
+            job.store.close()
+            raise
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        return finish(job)
 
 
 def _worker_config(config: ExtractConfig) -> ExtractConfig:

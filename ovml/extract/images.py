@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -44,8 +45,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def read_image_file(path: str, file_check: FileCheck | None = None) -> tuple[bytes | None, str]:
-    """The file's bytes, or (None, reason) when it is missing, empty or rejected by `file_check`."""
+OUTSIDE_ROOT = "path resolves outside the dataset root (pass --allow-outside-root to read it)"
+
+
+def inside(path: str, roots: tuple[str, ...]) -> bool:
+    """Whether `path`, symlinks followed, lies within one of `roots` (folders given resolved)."""
+    real = os.path.realpath(path)
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def read_image_file(path: str, file_check: FileCheck | None = None,
+                    roots: tuple[str, ...] | None = None) -> tuple[bytes | None, str]:
+    """The file's bytes, or (None, reason) when it is missing, empty, rejected by `file_check`, or
+    (with `roots`) resolves outside every one of those folders: a dataset's list must not make
+    extraction read files from elsewhere on the machine into a cache that may be shared."""
+    if roots is not None and not inside(path, roots):
+        return None, OUTSIDE_ROOT
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -226,24 +241,25 @@ class ImageRows(torch.utils.data.Dataset):
 
     exact and draft give pixels; gpu gives the bytes and header shape of GPU-decodable JPEGs
     instead (pixels for every other file). A failed row gives neither, and its reason (its pixels
-    stay zero).
+    stay zero). With `roots`, a path resolving outside them fails (`read_image_file`).
     """
 
     def __init__(self, paths: list[str], resolution: int, file_check: FileCheck | None = None,
-                 mode: str = "exact"):
+                 mode: str = "exact", roots: tuple[str, ...] | None = None):
         if mode not in DECODE_MODES:
             raise ValueError(f"decode mode must be one of {DECODE_MODES}, not {mode!r}")
         self.paths = paths
         self.resolution = resolution
         self.file_check = file_check
         self.mode = mode
+        self.roots = roots
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, row: int):
         started = time.perf_counter()
-        data, reason = read_image_file(self.paths[row], self.file_check)
+        data, reason = read_image_file(self.paths[row], self.file_check, self.roots)
         pixels = jpeg = None
         shape = gpu_jpeg_shape(data) if data is not None and self.mode == "gpu" else None
         if shape is not None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..cache import store as backends
-from ..cache.writer import (CachePlan, LabelTable, UnitRows, create_cache, mark_complete,
+from ..cache.writer import (CachePlan, LabelTable, UnitRows, cache_writer_lock, create_cache, mark_complete,
                             open_existing, pending_units, unit_bounds)
 from ..config import ExtractConfig
 from ..errors import ExtractError
@@ -162,7 +162,7 @@ def writer_threads(store: backends.Store, backbone: Backbone) -> int:
 def image_loader(split: Split, batches: list[list[int]], resolution: int, decode: str, workers: int,
                  device: torch.device) -> torch.utils.data.DataLoader:
     """Decode processes yielding DecodedBatches of the given row batches (pinned on CUDA)."""
-    rows = ImageRows(split.paths, resolution, split.file_check, decode)
+    rows = ImageRows(split.paths, resolution, split.file_check, decode, split.roots)
     return torch.utils.data.DataLoader(
         rows, batch_sampler=batches, num_workers=workers, collate_fn=functools.partial(collate, side=resolution),
         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None, persistent_workers=False)
@@ -259,7 +259,7 @@ def begin(config: ExtractConfig) -> Job:
         torch.set_num_threads(config.threads)
     if config.overwrite and os.path.exists(errors_path(config.out)):
         os.remove(errors_path(config.out))
-    source = open_dataset(config.dataset, config.root, **adapter_options(config))
+    source = open_dataset(config.dataset, config.root, config.allow_outside_root, **adapter_options(config))
     splits = select_splits(source, config.splits, config.limit)
     backbone = load_backbone(config.model, config.device, config.download_root)
     plan = make_plan(config, source, splits, backbone, load_prompts(config.prompts))
@@ -281,16 +281,18 @@ def finish(job: Job) -> ExtractSummary:
 
 
 def run_extraction(config: ExtractConfig) -> ExtractSummary:
-    """Extract every pending unit of the chosen splits in this process and mark the cache complete."""
-    job = begin(config)
-    try:
-        for name, units in job.pending().items():
-            extract_split(config, job.backbone, job.store, job.splits[name], units, job.summary,
-                          errors_path(config.out))
-    except BaseException:
-        job.store.close()
-        raise
-    return finish(job)
+    """Extract every pending unit of the chosen splits in this process and mark the cache complete,
+    holding the cache's writer lock throughout (a second writer is refused at once)."""
+    with cache_writer_lock(config.out, config.lock):
+        job = begin(config)
+        try:
+            for name, units in job.pending().items():
+                extract_split(config, job.backbone, job.store, job.splits[name], units, job.summary,
+                              errors_path(config.out))
+        except BaseException:
+            job.store.close()
+            raise
+        return finish(job)
 
 
 def tidy_errors_file(path: str) -> str | None:

@@ -11,9 +11,11 @@ from ..config import ServeConfig
 
 
 def serve(config: ServeConfig, echo: Callable[[str], None] = print) -> None:
-    """Load the head and its CLIP once, then serve the page until interrupted (Ctrl-C)."""
+    """Load the head and its CLIP once, then serve the page until interrupted (Ctrl-C). Binding
+    beyond loopback needs `config.token` (or `config.insecure`)."""
     from ..predict.predictor import Predictor
-    from .app import make_server
+    from .app import check_exposure, make_server
+    check_exposure(config)                     # before the model loads: a refusal comes at once
     tagger = Predictor(config.tagger)
     server = make_server(tagger, config, log=echo)
     echo(f"ovml serve: {server.url} ({tagger.backbone.name}"

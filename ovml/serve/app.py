@@ -6,22 +6,28 @@ library's threading HTTP server (no dependency; every asset is in the package, s
     POST /api/predict      multipart form: image (file), labels ("a, b"), top_k, alpha, attention
                            -> {"labels": [{"name", "score"}, ...]} as `ovml predict --json` prints them
 
-Every bad request is answered 4xx with {"error": "..."}; the server keeps serving.
+Every bad request is answered 4xx with {"error": "..."}; the server keeps serving. With a token
+(`ServeConfig.token`), the API answers 401 to a request without it (the page asks for it once);
+the page and its files are served to anyone. A server bound beyond loopback needs a token unless
+`insecure`. Connections, the pool serving them and their deadlines: `connections.py`.
 """
 from __future__ import annotations
 
 import base64
+import hmac
 import io
+import ipaddress
 import json
 import os
-import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Callable
 
 from ..config import ServeConfig
 from ..errors import UsageError
+from .connections import DeadlineReader, PooledHTTPServer, body_deadline
 from .forms import FormField, RequestError, parse_form
 
 MAX_BODY = 32 * 1024 * 1024   # bytes of one request (an image of a few megapixels is far less)
@@ -38,15 +44,22 @@ def static_file(name: str) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
-class TaggingServer(ThreadingHTTPServer):
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class TaggingServer(PooledHTTPServer):
     """Serves one loaded tagger; predictions run one at a time (one model, shared)."""
 
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], tagger, log: Callable[[str], None] | None = None):
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, TaggingHandler)
+    def __init__(self, config: ServeConfig, tagger, log: Callable[[str], None] | None = None):
+        super().__init__((config.host, config.port), TaggingHandler, config.workers, config.waiting, config.timeout)
+        self.token = config.token
         self.tagger = tagger
         self.lock = threading.Lock()
         self.log = log
@@ -122,7 +135,34 @@ def predict_form(server: TaggingServer, fields: dict[str, FormField]) -> dict:
 class TaggingHandler(BaseHTTPRequestHandler):
     server: TaggingServer
     server_version = "ovml"
-    timeout = 60  # seconds a connection may stay silent
+
+    def setup(self) -> None:
+        """Reads go through a DeadlineReader, so a stalled client cannot hold this thread."""
+        self.timeout = self.server.connection_timeout
+        super().setup()
+        self.rfile.close()
+        self.reader = DeadlineReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self) -> None:
+        self.reader.deadline = time.monotonic() + self.timeout    # for the request line and headers
+        super().handle_one_request()
+
+    def authorised(self, fields: dict[str, FormField] | None = None) -> bool:
+        """Whether the request carries the server's token (always, when it has none)."""
+        if self.server.token is None:
+            return True
+        expected = self.server.token.encode("utf-8")
+        header = self.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer " and hmac.compare_digest(header[7:].strip().encode("utf-8"), expected):
+            return True
+        given = fields.get("token") if fields else None
+        return given is not None and hmac.compare_digest(given.text.encode("utf-8"), expected)
+
+    def refuse_unauthorised(self) -> None:
+        self.close_connection = True
+        self.send_json(401, {"error": "401 this server needs its token: send it as 'Authorization: Bearer TOKEN' "
+                                      "or as the form field 'token'"})
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (a malformed request line, an unknown method) as JSON too."""
@@ -152,6 +192,9 @@ class TaggingHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/api/info":
+            if not self.authorised():
+                self.refuse_unauthorised()
+                return
             self.send_json(200, self.server.info)
             return
         name = "index.html" if path == "/" else path[len("/static/"):] if path.startswith("/static/") else ""
@@ -165,7 +208,13 @@ class TaggingHandler(BaseHTTPRequestHandler):
         try:
             if self.path.split("?", 1)[0] != "/api/predict":
                 raise RequestError(404, f"no endpoint {self.path}; POST /api/predict")
+            if self.server.token is not None and "Authorization" in self.headers and not self.authorised():
+                self.refuse_unauthorised()                        # a wrong token: the body is not read
+                return
             fields = parse_form(self.headers.get("Content-Type"), self.read_body())
+            if not self.authorised(fields):
+                self.refuse_unauthorised()
+                return
             self.send_json(200, predict_form(self.server, fields))
         except RequestError as err:
             self.send_json(err.status, {"error": err.message})
@@ -185,13 +234,28 @@ class TaggingHandler(BaseHTTPRequestHandler):
         if length > MAX_BODY:
             self.close_connection = True   # the unread body must not be taken for the next request
             raise RequestError(413, f"the body is {length} bytes; at most {MAX_BODY}")
-        return self.rfile.read(length) if length > 0 else b""
+        self.reader.deadline = body_deadline(length, self.timeout)
+        try:
+            body = self.rfile.read(length) if length > 0 else b""
+        except TimeoutError:
+            self.close_connection = True
+            raise RequestError(408, f"the body did not arrive in time ({length} bytes announced)") from None
+        self.connection.settimeout(self.timeout)                   # for the answer
+        return body
 
     def log_message(self, format: str, *args) -> None:
         if self.server.log is not None:
             self.server.log(f"{self.address_string()} {format % args}")
 
 
+def check_exposure(config: ServeConfig) -> None:
+    """Refuse to bind beyond loopback with no token, unless `insecure` says so."""
+    if not is_loopback(config.host) and not config.token and not config.insecure:
+        raise UsageError(f"--host {config.host}: anyone who can reach this machine could use the server; give "
+                         "--token TOKEN (or $OVML_SERVE_TOKEN), or pass --insecure to serve without one")
+
+
 def make_server(tagger, config: ServeConfig, log: Callable[[str], None] | None = None) -> TaggingServer:
     """A server for `tagger` (a loaded `Predictor`) bound to `config`'s host and port (0: any free one)."""
-    return TaggingServer((config.host, config.port), tagger, log)
+    check_exposure(config)
+    return TaggingServer(config, tagger, log)

@@ -40,7 +40,7 @@ from ..progress import progress
 from .run_folder import RunFolder, check_resumable, schedule_state
 
 LABEL_BLOCK = 4096  # label rows read at a time when looking for trainable images
-RESUMABLE_CHANGES = {"epochs", "device", "workers", "threads", "progress", "download_root", "out"}
+RESUMABLE_CHANGES = {"epochs", "device", "workers", "threads", "progress", "download_root", "out", "lock"}
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Finetuner:
             raise UsageError(f"{self.device} asked for but CUDA is not available on this machine")
         if config.threads:
             torch.set_num_threads(config.threads)
-        source = open_dataset(config.dataset, config.root, **adapter_options(config))
+        source = open_dataset(config.dataset, config.root, config.allow_outside_root, **adapter_options(config))
         self.split = select_splits(source, (config.split,), config.limit)[config.split]
         self.seen = np.asarray(source.vocabulary.seen, dtype=bool)
         if not self.seen.any():
@@ -131,7 +131,7 @@ class Finetuner:
         batches = epoch_batches(self.rows, self.config.batch_size, self.config.seed, epoch)
         side = self.model.visual.input_resolution
         loader = torch.utils.data.DataLoader(
-            ImageRows(self.split.paths, side, self.split.file_check), batch_sampler=batches,
+            ImageRows(self.split.paths, side, self.split.file_check, roots=self.split.roots), batch_sampler=batches,
             collate_fn=functools.partial(collate, side=side), num_workers=self.config.workers,
             pin_memory=self.device.type == "cuda")
         bar = progress(total=len(batches), desc=f"finetune epoch {epoch}", unit="batch", enabled=self.config.progress)
@@ -172,13 +172,25 @@ class Finetuner:
 
 
 def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneResult:
-    """Fine-tune, checkpointing every epoch (a rerun resumes), then write the weights to `config.out`."""
+    """Fine-tune, checkpointing every epoch (a rerun resumes), then write the weights to `config.out`;
+    the run folder's writer lock is held throughout."""
     started = time.perf_counter()
-    if os.path.exists(config.out) and not overwrite:
-        raise UsageError(f"{config.out}: already exists; pass --overwrite to replace it")
     run = RunFolder(sidecar(config.out))
-    run.claim(resume=True, overwrite=overwrite)
-    finetuner = Finetuner(config)
+    with run.lock(config.lock):
+        # OUT with a checkpoint still beside it: a run stopped between writing OUT and removing the
+        # checkpoint, which the rerun finishes
+        if os.path.exists(config.out) and not overwrite and not run.has_checkpoint():
+            raise UsageError(f"{config.out}: already exists; pass --overwrite to replace it")
+        run.claim(resume=True, overwrite=overwrite)
+        finetuner = Finetuner(config)
+        entry = finetune_in(run, finetuner, config)
+    return FinetuneResult(config.out, config.epochs, len(finetuner.rows), entry["loss"],
+                          time.perf_counter() - started, file_sha256(config.out))
+
+
+def finetune_in(run: RunFolder, finetuner: Finetuner, config: FinetuneConfig) -> dict:
+    """The claimed run's epochs (resumed from its checkpoint if there is one), then OUT; returns
+    the last epoch's log entry."""
     first = 1
     if run.has_checkpoint():
         previous = run.read_config()
@@ -190,7 +202,7 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneResult:
     else:
         run.start()
     run.write_config(finetuner.settings())
-    entry = {"loss": float("nan")}
+    entry = run.read_log()[-1] if first > config.epochs and run.read_log() else {"loss": float("nan")}
     for epoch in range(first, config.epochs + 1):
         entry = finetuner.epoch(epoch)
         run.append_log(entry)
@@ -198,5 +210,4 @@ def finetune(config: FinetuneConfig, overwrite: bool = False) -> FinetuneResult:
     os.makedirs(os.path.dirname(os.path.abspath(config.out)), exist_ok=True)
     save_tensors(config.out, finetuner.weights())
     run.remove_checkpoint()
-    return FinetuneResult(config.out, config.epochs, len(finetuner.rows), entry["loss"],
-                          time.perf_counter() - started, file_sha256(config.out))
+    return entry

@@ -2,7 +2,7 @@
 
 Files: `config.json` (the settings and what the run was made from), `log.jsonl` (one line per
 epoch), `checkpoint.pt` (everything an interrupted run resumes from, written after every epoch)
-and, for `train-head`, `head.pt` (tensors only). A run is claimed (an existing one is refused
+and, for `train-head`, `head.pt` (tensors only). A run holds the folder's writer lock throughout; it is claimed (an existing one is refused
 unless resumed or overwritten), then started fresh or resumed from its checkpoint once
 `check_resumable` has found it made from the same source with the same settings.
 
@@ -24,6 +24,7 @@ import torch
 from ..config import from_dict
 from ..errors import UsageError
 from ..files import save_tensors, write_json
+from ..lock import FOLDER_LOCK, folder_lock
 
 HEAD_FILE, CONFIG_FILE, LOG_FILE, CHECKPOINT_FILE = "head.pt", "config.json", "log.jsonl", "checkpoint.pt"
 
@@ -82,13 +83,26 @@ class RunFolder:
     def has_checkpoint(self) -> bool:
         return os.path.exists(self.file(CHECKPOINT_FILE))
 
+    def lock(self, enabled: bool = True):
+        """The folder's writer lock (ovml/lock.py), held for a whole run: a second run on the same
+        folder is refused at once."""
+        return folder_lock(self.path, enabled)
+
     def claim(self, resume: bool, overwrite: bool) -> None:
-        """Refuse a run already here unless it is to be resumed or overwritten; overwriting removes it."""
+        """Refuse a run already here unless it is to be resumed or overwritten; overwriting removes
+        it (all but the lock file of the run that is claiming it)."""
         if self.exists() and not resume and not overwrite:
             raise UsageError(f"{self.path}: a run is already there; pass --resume to continue it "
                              "or --overwrite to replace it")
         if overwrite and os.path.isdir(self.path):
-            shutil.rmtree(self.path)
+            for name in os.listdir(self.path):
+                path = self.file(name)
+                if name == FOLDER_LOCK:
+                    continue
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
 
     def start(self) -> None:
         """A fresh run: the folder made, a stale log and checkpoint removed."""

@@ -312,15 +312,25 @@ class Trainer:
 
 
 # what a resumed run may change: I/O options, and the device (a checkpoint loads onto any: run_folder.py)
-RESUMABLE_CHANGES = {"epochs", "device", "progress", "in_memory", "prefetch", "allow_partial", "cache", "out"}
+RESUMABLE_CHANGES = {"epochs", "device", "progress", "in_memory", "prefetch", "allow_partial", "cache", "out", "lock"}
 
 
 def train_head(config: TrainConfig, resume: bool = False, overwrite: bool = False,
                on_epoch_end: Callable[[int], None] | None = None) -> TrainResult:
-    """Train, validate and checkpoint every epoch; returns the run's summary."""
+    """Train, validate and checkpoint every epoch, holding the run folder's writer lock throughout;
+    returns the run's summary."""
     started = time.perf_counter()
     run = RunFolder(config.out)
-    run.claim(resume, overwrite)
+    with run.lock(config.lock):
+        run.claim(resume, overwrite)
+        best, last_loss = train_in(run, config, resume, on_epoch_end)
+    return TrainResult(config.out, config.epochs, best[0], best[1], last_loss, time.perf_counter() - started)
+
+
+def train_in(run: RunFolder, config: TrainConfig, resume: bool,
+             on_epoch_end: Callable[[int], None] | None) -> tuple[tuple[int, float | None], float]:
+    """The claimed run: fresh, or resumed from its checkpoint; returns the best (epoch, val mAP)
+    and the last loss."""
     with CacheReader(config.cache, allow_partial=config.allow_partial) as reader:
         previous = run.read_config() if resume and run.has_checkpoint() else None   # None: a fresh run
         if previous is not None:
@@ -340,4 +350,4 @@ def train_head(config: TrainConfig, resume: bool = False, overwrite: bool = Fals
         run.write_config(trainer.describe())
         best, last_loss = trainer.run(run, first, best, on_epoch_end)
         run.write_config(trainer.describe() | {"best_epoch": best[0], "best_val_seen_mAP": best[1]})
-    return TrainResult(config.out, config.epochs, best[0], best[1], last_loss, time.perf_counter() - started)
+    return best, last_loss

@@ -45,6 +45,8 @@ class Split:
     paths: list[str]
     # Optional check of a file's bytes: returns a reason to reject it (e.g. a placeholder) or None.
     file_check: Callable[[bytes], str | None] | None = None
+    # Resolved folders every image must lie within (`open_dataset` sets them); None: anywhere.
+    roots: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -98,7 +100,7 @@ class SeenOnlySplit(Split):
 
     def __post_init__(self):
         self.name, self.ids, self.paths = self.inner.name, self.inner.ids, self.inner.paths
-        self.file_check = self.inner.file_check
+        self.file_check, self.roots = self.inner.file_check, self.inner.roots
 
     def labels(self, start, stop):
         block = np.array(self.inner.labels(start, stop), dtype=np.int8)

@@ -3,6 +3,7 @@ share: the adapter by name (`open_dataset`) with the options it takes (`adapter_
 splits asked for cut to `--limit` rows (`select_splits`)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ...config import ExtractConfig, FinetuneConfig
@@ -19,11 +20,18 @@ ADAPTER_OPTIONS = {"folder": (), "nuswide": ("images", "placeholder"), "openimag
                    "coco": ("images", "unseen")}
 
 
-def open_dataset(name: str, root: str, **options) -> DatasetSource:
-    """Open dataset `name` at `root` with the adapter's own options."""
+def open_dataset(name: str, root: str, allow_outside_root: bool = False, **options) -> DatasetSource:
+    """Open dataset `name` at `root` with the adapter's own options. Unless `allow_outside_root`,
+    every split may read images only within the root and the `images` folder the user named
+    (symlinks followed): a listed path resolving elsewhere becomes an ok = false row."""
     if name not in ADAPTERS:
         raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(sorted(ADAPTERS))})")
-    return ADAPTERS[name](root, **options)
+    source = ADAPTERS[name](root, **options)
+    if not allow_outside_root:
+        roots = tuple(dict.fromkeys(os.path.realpath(folder) for folder in (root, options.get("images")) if folder))
+        for split in source.splits.values():
+            split.roots = roots
+    return source
 
 
 def adapter_options(config: ExtractConfig | FinetuneConfig) -> dict:
@@ -48,7 +56,7 @@ class LimitedSplit(Split):
         self.name = self.inner.name
         self.ids = self.inner.ids[: self.count]
         self.paths = self.inner.paths[: self.count]
-        self.file_check = self.inner.file_check
+        self.file_check, self.roots = self.inner.file_check, self.inner.roots
 
     def labels(self, start, stop):
         return self.inner.labels(start, min(stop, self.count))

@@ -5,6 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const state = { file: null, vocabulary: [], attention: false, sequence: 0, timer: null };
 const SUGGESTIONS = 14;
+const TOKEN_KEY = "ovml-serve-token";  // kept for this tab only (sessionStorage)
 
 function setStatus(text, kind) {
   $("status").textContent = text;
@@ -72,6 +73,17 @@ function showSuggestions() {
 }
 
 // --- asking the server -----------------------------------------------------------------------
+function withToken(options) {  // the token a server started with --token asks for, when one was given
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { ...options, headers: { Authorization: `Bearer ${token}` } } : options;
+}
+
+function askForToken(message) {
+  $("login").hidden = false;
+  $("token").focus();
+  setStatus(message, "error");
+}
+
 async function tag() {
   const names = typedNames();
   if (!state.file) { setStatus("Pick or drop an image."); return; }
@@ -86,9 +98,10 @@ async function tag() {
   setStatus("Scoring…", "busy");
   $("tag").disabled = true;
   try {
-    const response = await fetch("/api/predict", { method: "POST", body: form });
+    const response = await fetch("/api/predict", withToken({ method: "POST", body: form }));
     const answer = await response.json();
     if (sequence !== state.sequence) return;  // a newer request is on its way
+    if (response.status === 401) { askForToken(answer.error); return; }
     if (!response.ok) { setStatus(answer.error || `error ${response.status}`, "error"); return; }
     await render(answer);
     setStatus(`${answer.labels.length} labels ranked (alpha ${Number($("alpha").value).toFixed(2)}).`, "done");
@@ -187,8 +200,20 @@ async function start() {
     later(250);
   });
   $("tag").addEventListener("click", () => later(0));
+  $("login").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("token").value);
+    loadInfo();
+  });
+  await loadInfo();
+}
+
+async function loadInfo() {
   try {
-    const info = await (await fetch("/api/info")).json();
+    const response = await fetch("/api/info", withToken({}));
+    const info = await response.json();
+    if (response.status === 401) { askForToken(info.error); return; }
+    $("login").hidden = true;
     state.vocabulary = info.vocabulary || [];
     state.attention = Boolean(info.attention);
     $("model").textContent = `CLIP ${info.model}` + (info.head ? ` · head ${info.head}` : " · CLIP-ML alone");
