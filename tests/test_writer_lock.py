@@ -79,7 +79,7 @@ def test_two_train_heads_on_one_out_one_is_refused(tmp_path, small_world, launch
     with open(os.path.join(out, "log.jsonl")) as handle:
         epochs = [json.loads(line)["epoch"] for line in handle]
     assert epochs == [1, 2, 3]
-    assert sorted(os.listdir(out)) == ["checkpoint.pt", "config.json", "head.pt", "log.jsonl"]
+    assert sorted(os.listdir(out)) == ["calibration.json", "checkpoint.pt", "config.json", "head.pt", "log.jsonl"]
 
 
 # --- the lock's contract --------------------------------------------------------------------
