@@ -118,17 +118,22 @@ def test_building_a_trainer_runs_no_forward_pass(small_world, tmp_path, monkeypa
     assert built.range_test is not None and built.lr == built.range_test.chosen and built.optimizer is not None
 
 
-def test_resume_ends_where_an_uninterrupted_run_ends(small_world, tmp_path):
-    whole = str(tmp_path / "whole")
-    train_head(small_config(small_world, whole))
-    broken = str(tmp_path / "broken")
-
+def interrupt_after_first_epoch(world: str, out: str) -> None:
+    """Train a run into `out` and interrupt it after its first epoch, as a kill would."""
     def stop_after_first(epoch):
         if epoch == 1:
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        train_head(small_config(small_world, broken), on_epoch_end=stop_after_first)
+        train_head(small_config(world, out), on_epoch_end=stop_after_first)
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(small_world, tmp_path):
+    whole = str(tmp_path / "whole")
+    train_head(small_config(small_world, whole))
+    broken = str(tmp_path / "broken")
+
+    interrupt_after_first_epoch(small_world, broken)
     with pytest.raises(UsageError, match="--resume"):
         train_head(small_config(small_world, broken))
     with pytest.raises(UsageError, match="other settings \\(lr\\)") as refused:
@@ -155,12 +160,7 @@ def test_a_run_resumes_on_another_device(small_world, tmp_path, monkeypatch):
     train_head(small_config(small_world, whole))
     moved = str(tmp_path / "moved")
 
-    def stop_after_first(epoch):
-        if epoch == 1:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        train_head(small_config(small_world, moved), on_epoch_end=stop_after_first)
+    interrupt_after_first_epoch(small_world, moved)
     folder = RunFolder(moved)
     config = folder.read_config()
     config["train"]["device"] = "cuda:0"
