@@ -38,11 +38,11 @@ def draw_scene(path: str) -> str:
     return path
 
 
-def start_server(run: str, log: str) -> tuple[subprocess.Popen, str]:
-    """`ovml serve` as a user starts it, on a free port; (process, its URL)."""
+def start_server(run: str, log: str, *options: str) -> tuple[subprocess.Popen, str]:
+    """`ovml serve` as a user starts it, on a free port, with any further `options`; (process, its URL)."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with open(log, "w") as handle:
-        process = subprocess.Popen([sys.executable, "-m", "ovml.cli", "serve", "--head", run, "--port", "0"],
+        process = subprocess.Popen([sys.executable, "-m", "ovml.cli", "serve", "--head", run, "--port", "0", *options],
                                    stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -129,6 +129,31 @@ def test_the_page_tags_an_uploaded_image_in_chromium(tiny_run, tmp_path):
             browser.wait_for("document.body.dataset.state === 'done'", timeout=60, what="a dropped image tagged")
             assert browser.evaluate("state.file.name") == "dropped.png" and browser.evaluate(DRAWN) == len(LABELS) + 1
         assert os.path.getsize(screenshot) > 20_000
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_server_with_a_token_asks_for_it_once(tiny_run, tmp_path):
+    """`--token`: the page shows its token field, then with the token given works as without one,
+    keeping the token for the tab."""
+    image = draw_scene(str(tmp_path / "scene.png"))
+    server, url = start_server(tiny_run["run"], str(tmp_path / "serve.log"), "--token", "s3cret")
+    try:
+        with Chromium(CHROMIUM, str(tmp_path / "profile"), str(tmp_path / "chromium.log")) as browser:
+            browser.open(url)
+            browser.wait_for("!document.getElementById('login').hidden && document.body.dataset.state === 'error'",
+                             what="the token field")
+            assert "needs its token" in browser.evaluate("document.getElementById('status').textContent")
+            browser.type_into("#token", "s3cret")
+            browser.evaluate("document.getElementById('sign-in').click()")
+            browser.wait_for("document.getElementById('login').hidden && "
+                             "document.querySelectorAll('#suggestions button').length === 5", what="the vocabulary")
+            assert browser.evaluate("sessionStorage.getItem('ovml-serve-token')") == "s3cret"
+            browser.upload("#file", image)
+            browser.type_into("#labels", ", ".join(LABELS) + ", ")
+            browser.wait_for("document.body.dataset.state === 'done'", timeout=60, what="the ranked labels")
+            assert sorted(name for name, _ in browser.evaluate(RANKED)) == sorted(LABELS)
     finally:
         server.terminate()
         server.wait(timeout=30)

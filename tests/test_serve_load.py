@@ -107,7 +107,8 @@ def test_a_burst_of_clients_is_answered_in_full(tagger):
     assert not wrong, wrong[:3]
     latencies = sorted(latency for _, _, latency in results)
     print(f"\nserve load: {CLIENTS} clients x {REQUESTS} requests, all 200 and identical; "
-          f"p50 {1000 * statistics.median(latencies):.0f} ms, p99 {1000 * latencies[int(0.99 * len(latencies)) - 1]:.0f} ms, "
+          f"p50 {1000 * statistics.median(latencies):.0f} ms, "
+          f"p99 {1000 * latencies[int(0.99 * len(latencies)) - 1]:.0f} ms, "
           f"{len(results) / seconds:.1f} requests/s")
 
 

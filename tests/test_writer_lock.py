@@ -107,7 +107,8 @@ def test_a_killed_holder_releases_the_lock(tmp_path, fork_a_child):
     with pytest.raises(LockError) as refused:
         WriterLock(str(tmp_path / "c.zarr"), lock_file).acquire()
     message = str(refused.value)
-    assert message.startswith(f"{tmp_path / 'c.zarr'}: being written by pid {holder.pid} on host {socket.gethostname()}")
+    assert message.startswith(f"{tmp_path / 'c.zarr'}: being written by pid {holder.pid} "
+                              f"on host {socket.gethostname()}")
     assert "\n" not in message and "wait for it to finish" in message
     children = [int(pid) for pid in open(f"/proc/{holder.pid}/task/{holder.pid}/children").read().split()]
     holder.kill()

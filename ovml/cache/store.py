@@ -42,7 +42,7 @@ def exists(path: str) -> bool:
 
 
 def remove(path: str) -> None:
-    """Delete the cache at `path` (for `--overwrite`)."""
+    """Delete the cache at `path`, if any (for `--overwrite`, and a cache being replaced or left half-built)."""
     if is_url(path):
         import fsspec
         fs, inner = fsspec.core.url_to_fs(path)

@@ -96,7 +96,7 @@ def building_path(path: str) -> str:
 
 
 def create_cache(path: str, plan: CachePlan) -> backends.Store:
-    """Lay out an empty cache at `path` (where there is none) and return it open for writing.
+    """Lay out an empty cache at `path` (replacing anything there) and return it open for writing.
 
     A local cache is built under `building_path` (a leftover of a killed creation is replaced)
     and renamed into place whole. A URL cache is laid out in place with the `plan` attribute
@@ -108,6 +108,7 @@ def create_cache(path: str, plan: CachePlan) -> backends.Store:
         local, building = backends.local_path(path), building_path(backends.local_path(path))
         backends.remove(building)
         _lay_out(building, plan).close()
+        backends.remove(local)
         os.rename(building, local)
         return backends.open_store(local, "a")
     except OSError as err:

@@ -2,9 +2,10 @@
 
 Files: `config.json` (the settings and what the run was made from), `log.jsonl` (one line per
 epoch), `checkpoint.pt` (everything an interrupted run resumes from, written after every epoch)
-and, for `train-head`, `head.pt` (tensors only). A run holds the folder's writer lock throughout; it is claimed (an existing one is refused
-unless resumed or overwritten), then started fresh or resumed from its checkpoint once
-`check_resumable` has found it made from the same source with the same settings.
+and, for `train-head`, `head.pt` (tensors only). A run holds the folder's writer lock throughout
+(`lock`, ovml/lock.py); it is claimed (an existing one is refused unless resumed or overwritten),
+then started fresh or resumed from its checkpoint once `check_resumable` has found it made from
+the same source with the same settings.
 
 Checkpoints load with `weights_only=True` and must hold nothing but tensors (fault R5 in
 docs/benchmarks.md): a pickle payload or a corrupted file is refused with a one-line error. Every
