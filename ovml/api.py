@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from .cache.reader import CacheReader
     from .evaluation.evaluate import Evaluation
+    from .export import ExportSummary
     from .predict.predictor import Predictor
     from .train.trainer import TrainResult
 
@@ -90,17 +91,19 @@ def open_cache(path: str, allow_partial: bool = False) -> Cache:
 
 
 def load_tagger(run_dir: str | None = None, device: str = "cpu", model: str | None = None,
-                prompts: str | None = None, download_root: str | None = None) -> "Predictor":
+                prompts: str | None = None, download_root: str | None = None, engine: str = "torch",
+                precision: str = "auto") -> "Predictor":
     """A tagger: the run's head and the CLIP it was trained on, loaded once.
 
     `tagger.predict(images, labels, top_k=5, alpha=0.0)` takes file paths, encoded bytes or PIL
     images and any label names (a list or "a, b, c") and returns one `Prediction` per image whose
     `.labels` are (name, score) pairs, best first: the scores `ovml predict --json` prints.
     Without `run_dir`, CLIP-ML alone (`model`, default RN50). `attention=True` also gives each
-    predicted label's attention map (`.attention`, (k, H, W)).
+    predicted label's attention map (`.attention`, (k, H, W)). `engine` and `precision` choose
+    the image tower's path as `ovml extract --engine/--precision` do.
     """
     from .predict.predictor import Predictor
-    return Predictor(model, run_dir, device, download_root, prompts)
+    return Predictor(model, run_dir, device, download_root, prompts, engine, precision)
 
 
 def train_head(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> "TrainResult":
@@ -116,3 +119,14 @@ def evaluate(config: EvalConfig) -> "Evaluation":
     `.rows` keep the scores. With `config.out`, the report and plots are written there too."""
     from .evaluation.report import evaluate_and_report
     return evaluate_and_report(config)[0]
+
+
+def export_tagger(run_dir: str, out: str, labels: str | list[str] | None = None, alpha: float = 0.0,
+           model: str | None = None, prompts: str | None = None,
+           download_root: str | None = None) -> "ExportSummary":
+    """Export a trained run as a portable tagger (as `ovml export`): `tower.onnx`, `head.onnx`,
+    `text.npy` and `tagger.json` in `out`, for onnxruntime without torch or ovml
+    (docs/onnx_tag.py). `labels`: the names to score (default: the run's cache's vocabulary).
+    Not named `export`: the package ovml.export, once imported, would shadow it as `ovml.export`."""
+    from .export import export_run
+    return export_run(run_dir, out, labels, alpha, model, prompts, download_root)

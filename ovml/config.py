@@ -36,6 +36,9 @@ class ExtractConfig:
     threads: int | None = None           # torch CPU threads (None: torch's default; Dask workers get the
                                          # coordinator's, so CPU results are bit-identical to one process)
     progress: bool = True                # show progress bars
+    engine: str = "torch"                # image tower's engine: torch, or onnxruntime (CPU; the onnx extra)
+    precision: str = "auto"              # what the tower computes in: auto (CPU: bf16 where the CPU has
+                                         # native bf16, else fp32; CUDA: fp16), fp32 or bf16 (CPU)
 
 
 @dataclass(frozen=True)
@@ -179,3 +182,7 @@ class ServeConfig:
     model: str | None = None             # CLIP weights (None: the ones the head was trained on)
     prompts: str | None = None           # prompt templates (None: the head's cache's)
     download_root: str | None = None     # where named CLIP models are kept
+    engine: str = "torch"                # image tower's engine: torch, or onnxruntime (CPU; the onnx extra)
+    precision: str = "auto"              # the tower's precision: auto, fp32 or bf16 (as ExtractConfig's)
+    max_batch: int = 16                  # images of concurrent requests run through the tower as one batch
+    batch_wait_ms: float = 5.0           # how long the first waiting image waits for others to join it

@@ -7,6 +7,7 @@ import click
 from .cache import add_labels, check, info
 from .demo import demo
 from .evaluate import eval_command
+from .export import export_command
 from .extract import extract
 from .finetune import finetune
 from .predict import predict
@@ -26,7 +27,7 @@ def main() -> None:
 
 
 for command in (extract, info, check, train_head, eval_command, predict, add_labels, serve, demo, finetune,
-                reproduce):
+                reproduce, export_command):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -1,6 +1,7 @@
 """What every command shares: one-line errors, the device options, list parsing."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import click
@@ -26,6 +27,22 @@ def device_options(command):
     """`--gpu N` and `--device cpu|cuda:N` (resolved with `resolve_device`)."""
     command = click.option("--device", default=None, help="torch device: cpu or cuda:N (default cpu).")(command)
     return click.option("--gpu", type=int, default=None, help="Use cuda:N.")(command)
+
+
+def tower_options(command):
+    """`--engine torch|onnxruntime` and `--precision auto|fp32|bf16`: the image tower's path
+    (ovml/extract/backbone/engine.py), defaults as ExtractConfig's."""
+    from ..config import ExtractConfig
+    defaults = {field.name: field.default for field in dataclasses.fields(ExtractConfig)}
+    command = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=defaults["precision"],
+                           show_default=True,
+                           help="What the image tower computes in. auto: bf16 on a CPU with native bf16 "
+                           "(avx512_bf16 or amx_bf16; features within cosine 0.999 of fp32, see the README), "
+                           "else fp32; fp16 on CUDA.")(command)
+    return click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default=defaults["engine"],
+                        show_default=True,
+                        help="The image tower's engine: torch, or onnxruntime on the CPU (fp32; "
+                        "pip install 'ovml[onnx]').")(command)
 
 
 def amp_option(command):

@@ -5,7 +5,7 @@ import os
 
 import click
 
-from .common import device_options, resolve_device, split_list, user_errors
+from .common import device_options, resolve_device, split_list, tower_options, user_errors
 
 SHORT_NAMES = {"nuswide": "nus", "openimages": "oi", "coco": "coco"}
 
@@ -48,9 +48,11 @@ def default_out(dataset: str, root: str) -> str:
               help="nuswide: Flickr's placeholder image; identical files are skipped (files <= 4000 bytes always are).")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="torch CPU threads [default: torch's; Dask workers get the coordinator's].")
+@tower_options
 @user_errors
 def extract(dataset, root, out, model, gpu, device, splits, batch_size, workers, decode, unit_rows, prompts,
-            limit, dask, strict, overwrite, download_root, images, unseen, placeholder, threads) -> None:
+            limit, dask, strict, overwrite, download_root, images, unseen, placeholder, threads, engine,
+            precision) -> None:
     """Run CLIP's image tower once and write X', CLIP's global feature, labels and text to a cache.
 
     Re-running the same command resumes an interrupted extraction. On CUDA (--gpu N) the model
@@ -67,7 +69,7 @@ def extract(dataset, root, out, model, gpu, device, splits, batch_size, workers,
                            splits=split_list(splits), batch_size=batch_size, workers=workers, decode=decode,
                            unit_rows=unit_rows, prompts=prompts, limit=limit, dask=dask, strict=strict,
                            overwrite=overwrite, download_root=download_root, images=images, unseen=unseen,
-                           placeholder=placeholder, threads=threads)
+                           placeholder=placeholder, threads=threads, engine=engine, precision=precision)
     if dask:
         from ..extract.distributed import run_distributed
         summary = run_distributed(config)

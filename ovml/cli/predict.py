@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import device_options, resolve_device, user_errors
+from .common import device_options, resolve_device, tower_options, user_errors
 
 
 @click.command()
@@ -22,14 +22,17 @@ from .common import device_options, resolve_device, user_errors
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @device_options
 @click.option("--download-root", default=None, help="Where named models are kept [$OVML_CLIP_CACHE].")
+@tower_options
 @user_errors
 def predict(images, labels, labels_file, head, model, top_k, alpha, prompts, explain_dir, as_json, gpu, device,
-            download_root) -> None:
+            download_root, engine, precision) -> None:
     """Top-K labels of new images for any label list (open vocabulary)."""
     import json
     from ..predict.predictor import Predictor, expand_images, read_label_names
     names = read_label_names(labels, labels_file)
-    predictor = Predictor(model, head, resolve_device(gpu, device), download_root, prompts)
+    predictor = Predictor(model, head, resolve_device(gpu, device), download_root, prompts, engine, precision)
+    if predictor.backbone.note:
+        click.echo(f"note: {predictor.backbone.note}", err=True)
     predictions = predictor.predict(expand_images(list(images)), names, top_k, alpha, explain=explain_dir)
     written = [p.explanation for p in predictions if p.explanation]
     if as_json:

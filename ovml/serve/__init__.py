@@ -1,7 +1,8 @@
 """`ovml serve`: a local page to tag your own images with any labels, over a trained head.
 
 A face over `predict/predictor.py`, like the CLI: the page (static/) calls `POST /api/predict`,
-which calls the same `Predictor.predict` as `ovml predict`.
+which calls the same `Predictor.predict` as `ovml predict`. Requests are answered concurrently,
+their images going through the image tower in shared batches (`batcher.py`).
 """
 from __future__ import annotations
 
@@ -14,8 +15,14 @@ def serve(config: ServeConfig, echo: Callable[[str], None] = print) -> None:
     """Load the head and its CLIP once, then serve the page until interrupted (Ctrl-C)."""
     from ..predict.predictor import Predictor
     from .app import make_server
-    tagger = Predictor(config.model, config.head, config.device, config.download_root, config.prompts)
-    server = make_server(tagger, config.host, config.port, log=echo)
+    from .batcher import TowerBatcher
+    tagger = Predictor(config.model, config.head, config.device, config.download_root, config.prompts,
+                       config.engine, config.precision)
+    if tagger.backbone.note:
+        echo(f"note: {tagger.backbone.note}")
+    batcher = TowerBatcher(tagger.encode_images, config.max_batch, config.batch_wait_ms / 1000)
+    tagger.encode_images = batcher.encode
+    server = make_server(tagger, config.host, config.port, log=echo, concurrent=True)
     echo(f"ovml serve: {server.url} ({tagger.backbone.name}"
          + (f", head {config.head}" if config.head else ", CLIP-ML alone") + "; Ctrl-C to stop)")
     try:
@@ -24,6 +31,7 @@ def serve(config: ServeConfig, echo: Callable[[str], None] = print) -> None:
         echo("stopped")
     finally:
         server.server_close()
+        batcher.close()
 
 
 __all__ = ["serve"]

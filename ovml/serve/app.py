@@ -11,6 +11,7 @@ Every bad request is answered 4xx with {"error": "..."}; the server keeps servin
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -39,16 +40,18 @@ def static_file(name: str) -> bytes | None:
 
 
 class TaggingServer(ThreadingHTTPServer):
-    """Serves one loaded tagger; predictions run one at a time (one model, shared)."""
+    """Serves one loaded tagger; predictions run one at a time (one model, shared), or with
+    `concurrent` side by side (a tagger whose tower batches concurrent calls, serve/batcher.py)."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], tagger, log: Callable[[str], None] | None = None):
+    def __init__(self, address: tuple[str, int], tagger, log: Callable[[str], None] | None = None,
+                 concurrent: bool = False):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, TaggingHandler)
         self.tagger = tagger
-        self.lock = threading.Lock()
+        self.lock = contextlib.nullcontext() if concurrent else threading.Lock()
         self.log = log
         self.info = {"model": os.path.basename(tagger.backbone.name), "head": os.path.basename(os.path.normpath(tagger.run or "")),
                      "attention": tagger.has_attention, "top_k": DEFAULT_TOP_K,
@@ -192,6 +195,7 @@ class TaggingHandler(BaseHTTPRequestHandler):
 
 
 def make_server(tagger, host: str = "127.0.0.1", port: int = 7860,
-                log: Callable[[str], None] | None = None) -> TaggingServer:
-    """A server for `tagger` (a loaded `Predictor`) bound to host:port (port 0: any free one)."""
-    return TaggingServer((host, port), tagger, log)
+                log: Callable[[str], None] | None = None, concurrent: bool = False) -> TaggingServer:
+    """A server for `tagger` (a loaded `Predictor`) bound to host:port (port 0: any free one);
+    `concurrent` answers requests side by side instead of one at a time."""
+    return TaggingServer((host, port), tagger, log, concurrent)

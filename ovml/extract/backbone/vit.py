@@ -57,12 +57,10 @@ class VitBackbone(Backbone):
                   "proj": visual.proj}
         return {key: value.detach().float().cpu().numpy() for key, value in arrays.items()}
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokens_and_global(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[cls; X'] entering the last block (N, 1+HW, W) and CLIP's global embedding (N, D),
         from one forward pass (as `VisionTransformer.forward`, split before the last block)."""
         visual = self.visual
-        x = images.to(self.device, non_blocking=True).type(self.dtype)
         x = visual.conv1(x)                                                    # (N, W, g, g)
         x = x.flatten(2).permute(0, 2, 1)                                      # (N, HW, W)
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)     # (N, 1, W)
