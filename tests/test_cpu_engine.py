@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from benchmarks.speed.b9_cpu_tower import planted_metrics, planted_through_path, relative_change
+from benchmarks.speed.b9_cpu_tower import planted_metrics, planted_through_path
 from ovml.cache.reader import CacheReader
 from ovml.cli import main
 from ovml.extract.backbone import BackboneError, load_backbone
@@ -103,18 +103,12 @@ def test_the_cache_records_its_tower_path_and_refuses_to_mix(folder_dataset, tin
     assert mixed.exit_code == 1 and "different engine" in mixed.output, mixed.output
 
 
-def test_planted_metrics_hold_through_the_new_paths_precision(small_world, tiny_clip, tmp_path):
-    """The tiny CLIP's measured change (default path vs fp32, relative to the between-image
-    spread) applied to a planted world's tokens, bf16-rounded, global pooled in bf16: LESA's mAP
-    of a head and the baselines moves by less than 0.2 points."""
-    import ovml
-    from ovml.config import TrainConfig
-    images = torch.randn(8, 3, 96, 96)
-    tokens, _ = reference(tiny_clip, images)
-    error = float(relative_change(load_backbone(tiny_clip).encode(images)[0], tokens).max())
-    run = str(tmp_path / "run")
-    ovml.train_head(TrainConfig(cache=small_world, out=run, epochs=1, progress=False))
-    changed = planted_through_path(small_world, str(tmp_path / "changed" / os.path.basename(small_world)), error)
-    before, after = planted_metrics(small_world, run), planted_metrics(changed, run)
+def test_planted_metrics_hold_through_the_new_paths_precision(planted_world, trained_run, tmp_path):
+    """The planted world's tokens changed as the bf16 path changes X' (2 % of the between-image
+    spread, above what B9 measures at RN50 shapes; the tiny CLIP maps every image to nearly the
+    same features, so its own ratio says nothing), bf16-rounded, the global pooled from them:
+    LESA's mAP of the trained head and of the baselines moves by less than 0.2 points."""
+    changed = planted_through_path(planted_world, str(tmp_path / os.path.basename(planted_world)), 0.02)
+    before, after = planted_metrics(planted_world, trained_run), planted_metrics(changed, trained_run)
     assert set(before) == set(after) and len(before) >= 6
     assert max(abs(after[key] - before[key]) for key in before) < 0.2, (before, after)

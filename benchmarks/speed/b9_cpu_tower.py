@@ -17,7 +17,8 @@ the cosine between two *different* images for scale and the change relative to h
 features vary between images. Then the planted world (`--planted`, on by default): LESA's
 metrics of a head and of the two baselines on a planted cache, and on the same cache with its
 features passed through the new path's precision (tokens perturbed by the tower's measured
-error and rounded to bf16, the global feature recomputed by the pool under bf16 autocast).
+change and rounded to bf16, the global feature recomputed from them by the pool, which the
+tower runs in float32).
 
 The last line is `RATIO B9 <default over eager fp32>` for the first shape (RN50); the others' ratios
 are printed above it.
@@ -142,10 +143,10 @@ def measure(shape: str, paths: list[str], folder: str, args: argparse.Namespace)
 
 def planted_through_path(source: str, out: str, spatial_error: float, seed: int = 0) -> str:
     """A copy of a planted ResNet cache whose features went through the bf16 path: each image's
-    tokens perturbed by Gaussian noise of `spatial_error` times their own spread (the tower's
-    measured error relative to the between-image spread) and rounded to bf16, as the tower's
-    last convolution outputs them; the global feature recomputed from those tokens by the cache's
-    pool under bf16 autocast, as the tower's attention pool computes it."""
+    tokens perturbed by Gaussian noise of `spatial_error` times their distance to the mean image
+    (the tower's measured change relative to the between-image spread) and rounded to bf16, as
+    the tower's last convolution outputs them; the global feature recomputed from those tokens
+    by the cache's pool in float32, as the tower's attention pool runs outside autocast."""
     from ovml.cache import store as backends
     from ovml.cache.batches import pool_tensors
     from ovml.cache.pooling import resnet_pool_global
@@ -161,8 +162,8 @@ def planted_through_path(source: str, out: str, spatial_error: float, seed: int 
         noise = rng.standard_normal(tokens.shape).astype(np.float32)
         noise *= (spatial_error * spread / np.sqrt(tokens[0].size))[:, None, None]
         changed = torch.from_numpy(tokens + noise).bfloat16().float()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            global_embedding = resnet_pool_global(changed, pool, heads).float()               # (N, D)
+        with torch.no_grad():
+            global_embedding = resnet_pool_global(changed, pool, heads)                       # (N, D)
         store.array(f"splits/{split}/spatial")[...] = changed.half().numpy()
         store.array(f"splits/{split}/global")[...] = global_embedding.half().numpy()
     store.flush()
@@ -242,7 +243,7 @@ def main() -> None:
             results["planted"] = planted(folder, error, args.planted_train, args.planted_epochs)
             p = results["planted"]
             print(f"planted world, features through the default path (tokens perturbed by {100 * error:.2f} % of "
-                  f"the between-image spread, bf16-rounded; global by the pool in bf16): largest mAP change "
+                  f"the between-image spread, bf16-rounded; global pooled from them): largest mAP change "
                   f"{p['largest_change']:.3f} points")
             for key, value in p["before"].items():
                 print(f"  {key:24s} mAP {value:6.2f} -> {p['after'][key]:6.2f}")

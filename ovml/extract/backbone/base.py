@@ -87,6 +87,13 @@ class Backbone(ABC):
         """The tokens a head reads (N, T, C) and CLIP's global embedding (N, D), from one forward
         pass over normalised images (N, 3, S, S) already on the device in the weights' dtype."""
 
+    @staticmethod
+    def pool_precision():
+        """The context the pool runs in: outside bf16 autocast, so that on every path the global
+        feature is CLIP's pool applied to the tokens (as the cache's invariant says), and at the
+        weights' precision; the pool is a small part of the pass."""
+        return torch.autocast("cpu", enabled=False)
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The tokens a head reads (N, T, C) and CLIP's global embedding (N, D), from one forward

@@ -87,6 +87,7 @@ class ResnetBackbone(Backbone):
         x = trunk.relu3(trunk.bn3(trunk.conv3(x)))
         x = trunk.avgpool(x)
         x = trunk.layer4(trunk.layer3(trunk.layer2(trunk.layer1(x))))      # (N, C, H, W)
-        global_embedding = self.visual.attnpool(x)                          # (N, D)
+        with self.pool_precision():
+            global_embedding = self.visual.attnpool(x.to(self.dtype))       # (N, D)
         spatial = x.flatten(2).permute(0, 2, 1)                              # (N, HW, C)
         return spatial, global_embedding

@@ -70,8 +70,10 @@ class VitBackbone(Backbone):
             x = block(x)
         tokens = x.permute(1, 0, 2)                                            # (N, 1+HW, W)
         block = self.last_block
-        keys = block.ln_1(x)                                                   # (1+HW, N, W)
-        y = x[:1] + block.attn(keys[:1], keys, keys, need_weights=False)[0]   # (1, N, W): the class token
-        y = y + block.mlp(block.ln_2(y))
-        global_embedding = visual.ln_post(y[0]) @ visual.proj                  # (N, D)
+        with self.pool_precision():
+            x = x.to(self.dtype)
+            keys = block.ln_1(x)                                               # (1+HW, N, W)
+            y = x[:1] + block.attn(keys[:1], keys, keys, need_weights=False)[0]  # (1, N, W): the class token
+            y = y + block.mlp(block.ln_2(y))
+            global_embedding = visual.ln_post(y[0]) @ visual.proj              # (N, D)
         return tokens, global_embedding
