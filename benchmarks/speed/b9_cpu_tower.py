@@ -1,5 +1,6 @@
 """B9: the CPU image tower. Images/s of the tower on ovml's default CPU path (ResNet BatchNorms
-folded into the convolutions, channels_last, bf16 autocast where the CPU has native bf16) over
+folded into the convolutions, channels_last, each convolution fused with its ReLU and residual
+add, bf16 where the CPU has native bf16) over
 the eager float32 tower every cache was made with before, measured side by side in one run, with
 the fidelity of the default path beside it; the other candidates are measured in the same
 repetitions. Random-weight CLIP (RN50 and ViT-B/16 shapes), photo-like JPEGs of real sizes.
@@ -63,7 +64,11 @@ def arms_of(base: Backbone, candidates: bool, compiled: bool) -> dict[str, Encod
     if base.kind == "resnet":
         folded = dataclasses.replace(base, precision="fp32", runner=None)
         folded.fold_for_cpu()
-        arms["folded BN + channels_last, fp32"] = folded.encode
+        arms["folded BN + channels_last + fused, fp32"] = folded.encode
+        unfused = dataclasses.replace(base)
+        unfused.fold_for_cpu()
+        unfused.fused = None
+        arms["default without the fused convolutions"] = unfused.encode
         arms["bf16 autocast alone (no folding, contiguous)"] = dataclasses.replace(base, precision="bf16").encode
     try:
         from ovml.extract.backbone.onnx_tower import onnx_tower
@@ -201,7 +206,7 @@ def planted(folder: str, spatial_error: float, train_images: int, epochs: int) -
 def report(result: dict) -> None:
     name, path = NAMES.get(result["shape"], result["shape"]), result["path"]
     print(f"{name}: {result['images']} photo-like JPEGs; default path = engine {path['engine']}, precision "
-          f"{path['precision']}{', BatchNorm folded + channels_last' if path['kind'] == 'resnet' else ''}"
+          f"{path['precision']}{', BatchNorm folded, channels_last, fused convolutions' if path['kind'] == 'resnet' else ''}"
           + (f" ({path['note']})" if path["note"] else ""))
     between = result["between_images"]
     print(f"  for scale, cosine between two different images (eager fp32): X' {between['spatial_cos']:.4f}, "
