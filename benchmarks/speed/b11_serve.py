@@ -53,14 +53,25 @@ def client(port: int, bodies: list[bytes]) -> None:
 
 
 def requests_per_second(port: int, bodies: list[bytes], clients: int) -> float:
-    """All `bodies` sent by `clients` concurrent clients (an even share each); requests/s."""
+    """All `bodies` sent by `clients` concurrent clients (an even share each); requests/s. A
+    client whose connection fails stops the benchmark."""
     shares = [bodies[i::clients] for i in range(clients)]
-    threads = [threading.Thread(target=client, args=(port, share)) for share in shares]
+    failures = []
+
+    def run(share: list[bytes]) -> None:
+        try:
+            client(port, share)
+        except (OSError, SystemExit) as err:
+            failures.append(err)
+
+    threads = [threading.Thread(target=run, args=(share,)) for share in shares]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if failures:
+        raise SystemExit(f"{len(failures)} of {clients} clients failed: {failures[0]!r}")
     return len(bodies) / (time.perf_counter() - started)
 
 

@@ -44,6 +44,7 @@ class TaggingServer(ThreadingHTTPServer):
     `concurrent` side by side (a tagger whose tower batches concurrent calls, serve/batcher.py)."""
 
     daemon_threads = True
+    request_queue_size = 64   # connections waiting to be accepted (socketserver's default, 5, drops bursts)
 
     def __init__(self, address: tuple[str, int], tagger, log: Callable[[str], None] | None = None,
                  concurrent: bool = False):
