@@ -59,8 +59,8 @@ def export_graph(module: torch.nn.Module, inputs: tuple, path: str, input_names:
 def export_tower(backbone, path: str) -> None:
     """Write the tower of a float32 CPU `backbone` as ONNX: input `image` (N, 3, S, S) normalised
     as CLIP's transform does, outputs `tokens` (N, T, C) and `global` (N, D)."""
-    if backbone.device.type != "cpu" or backbone.dtype != torch.float32:
-        raise BackboneError("the ONNX tower is exported from a float32 backbone on the CPU")
+    if backbone.device.type != "cpu" or backbone.computes_in != "fp32":
+        raise BackboneError("the ONNX tower is exported from an fp32 backbone on the CPU (--precision fp32)")
     side = backbone.input_resolution
     example = torch.zeros(1, 3, side, side)
     export_graph(TowerGraph(backbone).eval(), (example,), path, ["image"], ["tokens", "global"],
