@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .config import EvalConfig, PredictConfig, TagConfig, TrainConfig
+from .config import EvalConfig, ExportConfig, PredictConfig, TagConfig, TrainConfig
 
 if TYPE_CHECKING:
     import numpy as np
 
     from .cache.reader import CacheReader
     from .evaluation.evaluate import Evaluation
+    from .export import ExportSummary
     from .predict.predictor import Predictor
     from .tag.runner import TagSummary
     from .train.trainer import TrainResult
@@ -126,3 +127,12 @@ def tag(config: TagConfig) -> "TagSummary":
     config resumes."""
     from .tag.runner import run_tag
     return run_tag(config)
+
+
+def export_tagger(config: ExportConfig) -> "ExportSummary":
+    """Export a trained run as a portable tagger (as `ovml export`): `tower.onnx`, `head.onnx`,
+    `text.npy` and `tagger.json` in `config.out`, for onnxruntime without torch or ovml
+    (docs/onnx_tag.py). Not named `export`: the package ovml.export, once imported, would shadow
+    it as `ovml.export`."""
+    from .export import export_run
+    return export_run(config)

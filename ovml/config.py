@@ -10,6 +10,9 @@ T = TypeVar("T")
 
 DEFAULT_MODEL = "RN50"  # the CLIP every stage starts from when none is named
 
+TOWER_ENGINES = ("torch", "onnxruntime")       # how the image tower runs (extract/backbone/engine.py)
+TOWER_PRECISIONS = ("auto", "fp32", "bf16")    # what it computes in, as asked; a cache records fp32, bf16 or fp16
+
 
 @dataclass(frozen=True)
 class ExtractConfig:
@@ -40,6 +43,9 @@ class ExtractConfig:
                                          # (symlinks followed); otherwise each is an ok = false row
     threads: int | None = None           # torch CPU threads (None: torch's default; Dask workers get the
                                          # coordinator's, so CPU results are bit-identical to one process)
+    engine: str = "torch"                # image tower's engine: torch, or onnxruntime (CPU; the onnx extra)
+    tower_precision: str = "auto"        # what the tower computes in: auto (CPU: bf16 where the CPU has native
+                                         # bf16, else fp32; CUDA: fp16), fp32 or bf16 (CPU)
     lock: bool = True                    # hold the writer's lock for the run (False: --no-lock, for file
                                          # systems without locks; then no other process may write it)
     progress: bool = True                # show progress bars
@@ -200,6 +206,9 @@ class PredictConfig:
     prompts: str | None = None           # 'imagenet80' or a template file (None: the head's cache's
                                          # templates, else CLIP's default)
     device: str = "cpu"                  # torch device
+    engine: str = "torch"                # image tower's engine: torch, or onnxruntime (CPU; the onnx extra)
+    tower_precision: str = "auto"        # what the tower computes in: auto (CPU: bf16 where the CPU has native
+                                         # bf16, else fp32; CUDA: fp16), fp32 or bf16 (CPU)
     download_root: str | None = None     # where named CLIP models are kept
 
 
@@ -217,6 +226,8 @@ class ServeConfig:
                                          # one at a time)
     waiting: int = 256                   # accepted connections waiting for a worker; beyond, 503 Retry-After
     timeout: float = 10.0                # seconds for a request's headers, and the longest silence in a body
+    max_batch: int = 16                  # images of concurrent requests run through the tower as one batch
+    batch_wait_ms: float = 5.0           # how long the first waiting image waits for others to join it
 
 
 @dataclass(frozen=True)
@@ -251,6 +262,20 @@ class DemoConfig:
     out: str = os.path.join("runs", "demo")  # folder for the world, the runs and the reports
     seed: int = 0                        # the world's and the training's
     quick: bool = False                  # a smaller world and fewer epochs (a smoke test)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """`ovml export`: a trained run as ONNX graphs and a side file, for onnxruntime without torch or ovml."""
+
+    head: str                            # run folder of a trained head
+    out: str                             # folder the tagger is written into
+    labels: tuple[str, ...] = ()         # label names scored (empty: the run's cache's vocabulary)
+    alpha: float = 0.0                   # the interpolation with CLIP's global feature the side file names
+                                         # (head.onnx takes any)
+    model: str | None = None             # CLIP name or weights file (None: the head's)
+    prompts: str | None = None           # 'imagenet80' or a template file (None: the head's cache's)
+    download_root: str | None = None     # where named CLIP models are kept
 
 
 def from_dict(kind: type[T], values: dict) -> T:
@@ -299,6 +324,9 @@ class TagConfig:
     batch_size: int = 64                 # images per forward pass (folders; a cache is scored a unit at a time)
     workers: int = 2                     # decode processes (folders)
     decode: str = "exact"                # exact, draft or gpu, as extract
+    engine: str = "torch"                # image tower's engine: torch, or onnxruntime (CPU; the onnx extra)
+    tower_precision: str = "auto"        # what the tower computes in: auto (CPU: bf16 where the CPU has native
+                                         # bf16, else fp32; CUDA: fp16), fp32 or bf16 (CPU)
     unit_images: int = 256               # images per resumable unit (one table part, one manifest entry)
     dask: str | None = None              # 'local:N' or 'tcp://HOST:PORT': units spread over Dask workers
     strict: bool = False                 # stop at the first unreadable image

@@ -9,12 +9,12 @@ import os
 import subprocess
 import sys
 
-from ovml.config import (AddLabelsConfig, CalibrateConfig, CheckConfig, DemoConfig, EvalConfig, ExtractConfig, FinetuneConfig,
-                         PredictConfig, ReproduceConfig, ServeConfig, TagConfig, TrainConfig)
+from ovml.config import (AddLabelsConfig, CalibrateConfig, CheckConfig, DemoConfig, EvalConfig, ExportConfig, ExtractConfig,
+                         FinetuneConfig, PredictConfig, ReproduceConfig, ServeConfig, TagConfig, TrainConfig)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = (AddLabelsConfig, CheckConfig, DemoConfig, EvalConfig, ExtractConfig, FinetuneConfig, PredictConfig,
-           ReproduceConfig, ServeConfig, TagConfig, TrainConfig)
+CONFIGS = (AddLabelsConfig, CheckConfig, DemoConfig, EvalConfig, ExportConfig, ExtractConfig, FinetuneConfig,
+           PredictConfig, ReproduceConfig, ServeConfig, TagConfig, TrainConfig)
 
 
 def same(config: type, *names: str) -> dict:
@@ -26,7 +26,7 @@ def same(config: type, *names: str) -> dict:
 CARRIED = {
     "extract": same(ExtractConfig, "model", "device", "splits", "batch_size", "workers", "decode", "unit_rows",
                     "prompts", "limit", "dask", "strict", "overwrite", "download_root", "images", "unseen",
-                    "placeholder", "threads", "allow_outside_root", "lock"),
+                    "placeholder", "threads", "allow_outside_root", "engine", "tower_precision", "lock"),
     "check": same(CheckConfig, "rows"),
     "train-head": {"head_name": (TrainConfig, ("head",)), **same(
         TrainConfig, "epochs", "batch_size", "lr", "lr_range_steps", "weight_decay", "contrastive_weight", "tau",
@@ -37,20 +37,22 @@ CARRIED = {
         EvalConfig, "split", "ks", "baselines", "dense_top_k", "image_split", "batch_size", "scratch", "device",
         "amp", "allow_partial", "decisions")},
     "predict": {"explain_dir": (PredictConfig, ("explain",)), **same(
-        PredictConfig, "head", "model", "top_k", "threshold", "alpha", "prompts", "device", "download_root")},
+        PredictConfig, "head", "model", "top_k", "threshold", "alpha", "prompts", "device", "download_root", "engine",
+        "tower_precision")},
     "tag": {"formats": (TagConfig, ("formats",)), **same(
         TagConfig, "cache", "labels", "labels_file", "only", "exclude", "always_first", "head", "alpha", "model",
         "prompts", "top_k", "threshold", "precision", "thresholds_file", "long", "caption_extension", "xmp_name", "hierarchy",
         "save_cache", "device", "batch_size", "workers", "decode", "unit_images", "dask", "strict", "threads",
-        "download_root")},
+        "download_root", "engine", "tower_precision")},
     "calibrate": same(CalibrateConfig, "head", "cache", "out", "alpha", "device"),
     "add-labels": same(AddLabelsConfig, "unseen", "annotations", "model", "device", "download_root", "lock"),
     "finetune": same(FinetuneConfig, "model", "epochs", "lr", "weight_decay", "batch_size", "logit_scale", "device",
                      "split", "prompts", "limit", "seed", "workers", "threads", "download_root", "images", "unseen",
                      "placeholder", "allow_outside_root", "lock"),
     "reproduce": same(ReproduceConfig, "finetuned_cache", "epochs", "settings", "device", "lock"),
-    "serve": {**same(ServeConfig, "host", "port", "token", "insecure"),
-              **same(PredictConfig, "head", "model", "prompts", "device", "download_root")},
+    "serve": {**same(ServeConfig, "host", "port", "token", "insecure", "max_batch", "batch_wait_ms"),
+              **same(PredictConfig, "head", "model", "prompts", "device", "download_root", "engine", "tower_precision")},
+    "export": same(ExportConfig, "alpha", "model", "prompts", "download_root"),
     "demo": same(DemoConfig, "out", "seed", "quick"),
 }
 # command -> parameters with no default of their own: fields without a default that the command
@@ -69,6 +71,7 @@ OWN = {
     "demo": set(),
     "tag": {"inputs", "out", "splits", "overwrite", "append", "gpu"},
     "calibrate": {"annotations", "gpu"},
+    "export": {"head", "out", "labels", "labels_file"},
 }
 
 

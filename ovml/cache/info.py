@@ -19,7 +19,8 @@ def describe_cache(path: str) -> list[str]:
                  f"(sha256 {str(backbone.get('weights_sha256'))[:12]}...), "
                  f"{backbone.get('input_resolution')} px, grid {backbone.get('grid')}, "
                  f"C={backbone.get('channels')}, D={backbone.get('embed_dim')}, {backbone.get('feature_dtype')}"
-                 + (", class token stored as cls" if reader.kind == "vit" else ""),
+                 + (", class token stored as cls" if reader.kind == "vit" else "")
+                 + (f"; tower {backbone['engine']}, {backbone['precision']}" if "precision" in backbone else ""),
                  f"labels: {reader.num_labels} ({int(reader.seen.sum())} seen, {int((~reader.seen).sum())} unseen); "
                  f"prompts: {len(reader.prompts)} template(s)"]
         for split in reader.splits:

@@ -37,6 +37,15 @@ class LabelTable:
             raise CacheError("label ids are not unique")
 
 
+def tower_path(backbone: dict) -> dict:
+    """The image tower's engine and precision as a cache's plan records them: only where they
+    differ from the eager fp32 (CPU) or fp16 (CUDA) tower that made every cache before they were
+    recorded, so that those caches still resume, while a cache started on one path is never
+    finished on another."""
+    engine, precision = backbone.get("engine", "torch"), backbone.get("precision", "fp32")
+    return ({"engine": engine} if engine != "torch" else {}) | ({"precision": precision} if precision == "bf16" else {})
+
+
 @dataclass(frozen=True)
 class CachePlan:
     """Everything the coordinator needs to lay out a new cache."""
@@ -57,7 +66,7 @@ class CachePlan:
         return {"model": self.backbone["name"], "weights_sha256": self.backbone["weights_sha256"],
                 "dataset": self.dataset.get("name"), "root": self.dataset.get("root"),
                 "splits": dict(self.split_rows), "unit_rows": self.unit_rows,
-                "label_ids_sha256": label_digest} | ({"decode": decode} if decode != "exact" else {})
+                "label_ids_sha256": label_digest} | ({"decode": decode} if decode != "exact" else {}) | tower_path(self.backbone)
 
 
 @dataclass

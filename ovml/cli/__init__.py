@@ -8,6 +8,7 @@ from .cache import add_labels, check, info
 from .calibrate import calibrate
 from .demo import demo
 from .evaluate import eval_command
+from .export import export_command
 from .extract import extract
 from .finetune import finetune
 from .predict import predict
@@ -28,7 +29,7 @@ def main() -> None:
 
 
 for command in (extract, info, check, train_head, eval_command, predict, add_labels, serve, demo, finetune,
-                reproduce, tag, calibrate):
+                reproduce, tag, calibrate, export_command):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -62,6 +62,23 @@ def lock_option(config: type):
                         "file systems without locks, when nothing else writes it.")
 
 
+def tower_options(config: type):
+    """`--engine torch|onnxruntime` and `--tower-precision auto|fp32|bf16`: the image tower's path
+    (extract/backbone/engine.py), defaulting to `config`'s."""
+    from ..config import TOWER_ENGINES, TOWER_PRECISIONS
+
+    def decorate(command):
+        command = click.option("--tower-precision", type=click.Choice(TOWER_PRECISIONS),
+                               default=default(config, "tower_precision"), show_default=True,
+                               help="What the image tower computes in. auto: bf16 on a CPU with native bf16 "
+                               "(avx512_bf16 or amx_bf16; features within cosine 0.999 of fp32, see the "
+                               "README), else fp32; fp16 on CUDA.")(command)
+        return click.option("--engine", type=click.Choice(TOWER_ENGINES), default=default(config, "engine"),
+                            show_default=True, help="The image tower's engine: torch, or onnxruntime on the CPU "
+                            "(fp32; pip install 'ovml[onnx]').")(command)
+    return decorate
+
+
 def amp_option(config: type):
     """`--amp bf16|fp16`: mixed precision for the head on CUDA (ignored, said once, elsewhere)."""
     return click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=default(config, "amp"),

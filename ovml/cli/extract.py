@@ -7,7 +7,7 @@ import click
 
 from ..config import ExtractConfig
 from .common import (DefaultFrom, RegistryChoice, comma_list, dataset_names, default, default_prompt, device_options,
-                     lock_option, resolve_device, split_list, user_errors)
+                     lock_option, resolve_device, split_list, tower_options, user_errors)
 
 SHORT_NAMES = {"nuswide": "nus", "openimages": "oi", "coco": "coco"}
 
@@ -63,11 +63,12 @@ def default_out(dataset: str, root: str) -> str:
 @click.option("--allow-outside-root", is_flag=True, default=default(ExtractConfig, "allow_outside_root"),
               help="Read listed images that resolve (symlinks followed) outside --root and --images; "
                    "otherwise each is an ok = false row.")
+@tower_options(ExtractConfig)
 @lock_option(ExtractConfig)
 @user_errors
 def extract(dataset, root, out, model, gpu, device, splits, batch_size, workers, decode, unit_rows, prompts,
             limit, dask, strict, overwrite, download_root, images, unseen, placeholder, threads,
-            allow_outside_root, lock) -> None:
+            allow_outside_root, engine, tower_precision, lock) -> None:
     """Run CLIP's image tower once and write X', CLIP's global feature, labels and text to a cache.
 
     Re-running the same command resumes an interrupted extraction. On CUDA (--gpu N) the model
@@ -83,7 +84,8 @@ def extract(dataset, root, out, model, gpu, device, splits, batch_size, workers,
                            splits=split_list(splits), batch_size=batch_size, workers=workers, decode=decode,
                            unit_rows=unit_rows, prompts=prompts, limit=limit, dask=dask, strict=strict,
                            overwrite=overwrite, download_root=download_root, images=images, unseen=unseen,
-                           placeholder=placeholder, threads=threads, allow_outside_root=allow_outside_root, lock=lock)
+                           placeholder=placeholder, threads=threads, allow_outside_root=allow_outside_root,
+                           engine=engine, tower_precision=tower_precision, lock=lock)
     if dask:
         from ..extract.distributed import run_distributed
         summary = run_distributed(config)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from ..config import DEFAULT_MODEL, PredictConfig
-from .common import DefaultFrom, ThresholdType, default, default_prompt, device_options, resolve_device, user_errors
+from .common import (DefaultFrom, ThresholdType, default, default_prompt, device_options, resolve_device,
+                     tower_options, user_errors)
 
 
 @click.command()
@@ -32,16 +33,21 @@ from .common import DefaultFrom, ThresholdType, default, default_prompt, device_
 @device_options(PredictConfig)
 @click.option("--download-root", default=default(PredictConfig, "download_root"),
               help="Where named models are kept [$OVML_CLIP_CACHE].")
+@tower_options(PredictConfig)
 @user_errors
 def predict(images, labels, labels_file, head, model, top_k, threshold, alpha, prompts, explain_dir, as_json, gpu,
-            device, download_root) -> None:
+            device, download_root, engine, tower_precision) -> None:
     """Top-K labels of new images for any label list (open vocabulary)."""
     import json
     from ..predict.predictor import Predictor, expand_images, read_label_names
     config = PredictConfig(head=head, model=model, labels=tuple(read_label_names(labels, labels_file)), top_k=top_k,
                            threshold=threshold, alpha=alpha, explain=explain_dir, prompts=prompts,
-                           device=resolve_device(gpu, device), download_root=download_root)
-    predictions = Predictor(config).predict(expand_images(list(images)))
+                           device=resolve_device(gpu, device), engine=engine, tower_precision=tower_precision,
+                           download_root=download_root)
+    predictor = Predictor(config)
+    if predictor.backbone.note:
+        click.echo(f"note: {predictor.backbone.note}", err=True)
+    predictions = predictor.predict(expand_images(list(images)))
     written = [p.explanation for p in predictions if p.explanation]
     if as_json:
         click.echo(json.dumps([p.as_json() for p in predictions], indent=2))

@@ -18,7 +18,7 @@ from ..errors import ExtractError
 from ..progress import progress
 from .backbone import load_backbone
 from .datasets import adapter_options, open_dataset, select_splits
-from .runner import Job, begin, errors_path, extract_split, finish
+from .runner import Job, begin, check_tower_path, errors_path, extract_split, finish
 from .summary import ExtractSummary
 from .unit_writer import append_errors
 
@@ -43,13 +43,15 @@ def worker_device(device: str) -> str:
 def worker_state(config: ExtractConfig):
     """(splits, backbone) loaded once per worker process and reused by every task."""
     key = (config.dataset, config.root, config.model, config.device, config.limit, config.splits,
-           config.allow_outside_root, tuple(sorted(adapter_options(config).items())))
+           config.allow_outside_root, config.engine, config.tower_precision,
+           tuple(sorted(adapter_options(config).items())))
     with _WORKER_LOCK:
         if key not in _WORKER_STATE:
             source = open_dataset(config.dataset, config.root, config.allow_outside_root,
                                   **adapter_options(config))
             splits = select_splits(source, config.splits, config.limit)
-            backbone = load_backbone(config.model, worker_device(config.device), config.download_root)
+            backbone = load_backbone(config.model, worker_device(config.device), config.download_root,
+                                     config.engine, config.tower_precision)
             _WORKER_STATE.clear()
             _WORKER_STATE[key] = (splits, backbone)
         return _WORKER_STATE[key]
@@ -64,6 +66,7 @@ def extract_units_task(config: ExtractConfig, split: str, units: list[int]) -> d
     store = backends.open_store(config.out, "a")
     summary = ExtractSummary(config.out)
     try:
+        check_tower_path(store, backbone)
         todo = [u for u in units if not store.array(f"splits/{split}/units_done")[u]]
         failures = extract_split(config, backbone, store, splits[split], todo, summary, errors_file=None)
     finally:

@@ -19,7 +19,7 @@ import torch
 
 from ..cache import store as backends
 from ..cache.writer import (CachePlan, LabelTable, UnitRows, cache_writer_lock, create_cache, mark_complete,
-                            open_existing, pending_units, unit_bounds)
+                            open_existing, pending_units, tower_path, unit_bounds)
 from ..config import ExtractConfig
 from ..errors import ExtractError
 from ..progress import progress
@@ -50,6 +50,15 @@ def make_plan(config: ExtractConfig, source: DatasetSource, splits: dict[str, Sp
     return CachePlan(described, source.describe(), prompts, labels,
                      backbone.pool_weights(), backbone.num_heads,
                      {name: len(split) for name, split in splits.items()}, config.unit_rows)
+
+
+def check_tower_path(store: backends.Store, backbone: Backbone) -> None:
+    """Refuse to add features made on another tower path (engine, precision) than the cache's,
+    as a Dask worker on a CPU without native bf16 would."""
+    made, here = tower_path(store.get_attr("backbone") or {}), tower_path(backbone.describe())
+    if made != here:
+        raise ExtractError(f"{store.path}: the cache is made by the tower on {made or 'torch, fp32'}, this "
+                           f"process runs it on {here or 'torch, fp32'}; pass the same --engine and --tower-precision")
 
 
 def unit_batches(units: list[int], unit_rows: int, total: int, batch_size: int) -> list[list[int]]:
@@ -178,6 +187,7 @@ def extract_split(config: ExtractConfig, backbone: Backbone, store: backends.Sto
     use_device(backbone.device)
     decode, note = resolve_decode(config.decode, backbone.device)
     summary.note(note, config.progress)
+    summary.note(backbone.note, config.progress)
     loader = image_loader(split, batches, backbone.input_resolution, decode, config.workers, backbone.device)
     to_device = DevicePixels(backbone.device, backbone.input_resolution)
     steady = SteadyRate(skip=max(1, config.workers))
@@ -261,7 +271,7 @@ def begin(config: ExtractConfig) -> Job:
         os.remove(errors_path(config.out))
     source = open_dataset(config.dataset, config.root, config.allow_outside_root, **adapter_options(config))
     splits = select_splits(source, config.splits, config.limit)
-    backbone = load_backbone(config.model, config.device, config.download_root)
+    backbone = load_backbone(config.model, config.device, config.download_root, config.engine, config.tower_precision)
     plan = make_plan(config, source, splits, backbone, load_prompts(config.prompts))
     store, resumed = open_or_create(config, plan, backbone, source)
     return Job(config, splits, backbone, store, ExtractSummary(config.out, resumed=resumed), started)

@@ -222,8 +222,9 @@ class OVMLHead(Head):
             return logits.softmax(dim=-1)
         modes = [(scale * logits).softmax(dim=-1) for scale in self.attention_scales]
         if self.attention_top_k:
-            top = logits.topk(min(self.attention_top_k, t), dim=-1).indices                # (N, L, h, k)
-            modes.append(torch.zeros_like(logits).scatter_(-1, top, 1.0 / top.shape[-1]))  # (N, L, h, T)
+            k = min(self.attention_top_k, int(t))        # plain ints, also where the head is traced (ovml export)
+            top = logits.topk(k, dim=-1).indices                                           # (N, L, h, k)
+            modes.append(torch.zeros_like(logits).scatter_(-1, top, 1.0 / k))              # (N, L, h, T)
         return sum(weight[:, None, None] * attended for weight, attended in zip(mixture.unbind(-1), modes))
 
     def scale_weights(self, text: Tensor) -> Tensor | None:

@@ -8,6 +8,7 @@ comes from the same forward pass as the scores (`--explain` draws them, the page
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Union
@@ -116,13 +117,16 @@ class Predictor:
         check_head_backbone(trained_on, model, config.download_root)
         self.templates = (load_prompts(config.prompts) if config.prompts or not trained_on.get("prompts")
                           else trained_on["prompts"])
-        self.backbone: Backbone = load_backbone(model, config.device, config.download_root)
+        self.backbone: Backbone = load_backbone(model, config.device, config.download_root, config.engine,
+                                                config.tower_precision)
         self.head: TrainedHead | None = None
         if config.head:
             pool = pool_tensors(self.backbone.pool_weights(), self.backbone.device)
             self.head = load_trained_head(config.head, pool, self.backbone.num_heads, self.backbone.device)
         self._text: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
         self._maps: dict = {}                      # (names, alpha) -> calibrate.record.LabelMaps
+        self._text_lock = threading.Lock()         # `predict` may be called from several threads at once
+        self.encode_images = self.backbone.encode  # the tower; `ovml serve` puts its batcher here
 
     @property
     def has_attention(self) -> bool:
@@ -145,18 +149,19 @@ class Predictor:
         """(L, D) prompt-ensembled text embeddings of `names`, embedded as one list (so the same
         list always gets the same numbers) and kept for the next call with that list."""
         key = tuple(names)
-        if key not in self._text:
-            text = embed_labels(self.backbone.model, names, self.templates, self.backbone.device, progress=False)
-            self._text[key] = torch.from_numpy(text).to(self.backbone.device)
-            while len(self._text) > TEXT_CACHE:
-                self._text.popitem(last=False)
-        self._text.move_to_end(key)
-        return self._text[key]
+        with self._text_lock:
+            if key not in self._text:
+                text = embed_labels(self.backbone.model, names, self.templates, self.backbone.device, progress=False)
+                self._text[key] = torch.from_numpy(text).to(self.backbone.device)
+                while len(self._text) > TEXT_CACHE:
+                    self._text.popitem(last=False)
+            self._text.move_to_end(key)
+            return self._text[key]
 
     def features(self, pictures: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
         """Spatial (n, HW, C) and global (n, D) float32 features of decoded images (a ViT's
         spatial is [cls; X'] (n, 1+HW, W), the tokens its heads read)."""
-        spatial, global_embedding = self.backbone.encode(torch.stack([self.backbone.preprocess(p) for p in pictures]))
+        spatial, global_embedding = self.encode_images(torch.stack([self.backbone.preprocess(p) for p in pictures]))
         return spatial.float(), global_embedding.float()
 
     @torch.no_grad()

@@ -1,7 +1,8 @@
 """`ovml serve`: a local page to tag your own images with any labels, over a trained head.
 
 A face over `predict/predictor.py`, like the CLI: the page (static/) calls `POST /api/predict`,
-which calls the same `Predictor.predict` as `ovml predict`.
+which calls the same `Predictor.predict` as `ovml predict`. Requests are answered concurrently,
+their images going through the image tower in shared batches (`batcher.py`).
 """
 from __future__ import annotations
 
@@ -15,9 +16,14 @@ def serve(config: ServeConfig, echo: Callable[[str], None] = print) -> None:
     beyond loopback needs `config.token` (or `config.insecure`)."""
     from ..predict.predictor import Predictor
     from .app import check_exposure, make_server
+    from .batcher import TowerBatcher
     check_exposure(config)                     # before the model loads: a refusal comes at once
     tagger = Predictor(config.tagger)
-    server = make_server(tagger, config, log=echo)
+    if tagger.backbone.note:
+        echo(f"note: {tagger.backbone.note}")
+    batcher = TowerBatcher(tagger.encode_images, config.max_batch, config.batch_wait_ms / 1000)
+    tagger.encode_images = batcher.encode
+    server = make_server(tagger, config, log=echo, concurrent=True)
     echo(f"ovml serve: {server.url} ({tagger.backbone.name}"
          + (f", head {config.tagger.head}" if config.tagger.head else ", CLIP-ML alone") + "; Ctrl-C to stop)")
     try:
@@ -26,6 +32,7 @@ def serve(config: ServeConfig, echo: Callable[[str], None] = print) -> None:
         echo("stopped")
     finally:
         server.server_close()
+        batcher.close()
 
 
 __all__ = ["serve"]

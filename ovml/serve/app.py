@@ -14,6 +14,7 @@ the page and its files are served to anyone. A server bound beyond loopback need
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import io
 import ipaddress
@@ -55,13 +56,15 @@ def is_loopback(host: str) -> bool:
 
 
 class TaggingServer(PooledHTTPServer):
-    """Serves one loaded tagger; predictions run one at a time (one model, shared)."""
+    """Serves one loaded tagger; predictions run one at a time (one model, shared), or with
+    `concurrent` side by side (a tagger whose tower batches concurrent calls, serve/batcher.py)."""
 
-    def __init__(self, config: ServeConfig, tagger, log: Callable[[str], None] | None = None):
+    def __init__(self, config: ServeConfig, tagger, log: Callable[[str], None] | None = None,
+                 concurrent: bool = False):
         super().__init__((config.host, config.port), TaggingHandler, config.workers, config.waiting, config.timeout)
         self.token = config.token
         self.tagger = tagger
-        self.lock = threading.Lock()
+        self.lock = contextlib.nullcontext() if concurrent else threading.Lock()
         self.log = log
         self.info = {"model": os.path.basename(tagger.backbone.name), "head": os.path.basename(os.path.normpath(tagger.run or "")),
                      "attention": tagger.has_attention, "top_k": tagger.config.top_k,
@@ -255,7 +258,9 @@ def check_exposure(config: ServeConfig) -> None:
                          "--token TOKEN (or $OVML_SERVE_TOKEN), or pass --insecure to serve without one")
 
 
-def make_server(tagger, config: ServeConfig, log: Callable[[str], None] | None = None) -> TaggingServer:
-    """A server for `tagger` (a loaded `Predictor`) bound to `config`'s host and port (0: any free one)."""
+def make_server(tagger, config: ServeConfig, log: Callable[[str], None] | None = None,
+                concurrent: bool = False) -> TaggingServer:
+    """A server for `tagger` (a loaded `Predictor`) bound to `config`'s host and port (0: any free
+    one); `concurrent` answers requests side by side instead of one at a time."""
     check_exposure(config)
-    return TaggingServer(config, tagger, log)
+    return TaggingServer(config, tagger, log, concurrent)

@@ -95,7 +95,7 @@ def open_engine(plan: TagPlan, reader: CacheReader | None, device: str | None = 
     device = torch.device(device or config.device)
     features = None
     if reader is None:
-        backbone = load_backbone(plan.model, device, config.download_root)
+        backbone = load_backbone(plan.model, device, config.download_root, config.engine, config.tower_precision)
         pool, heads = (pool_tensors(backbone.pool_weights(), device) if config.head else {}), backbone.num_heads
         source = FolderSource(plan.images, backbone, config.batch_size, config.workers, config.decode,
                               config.strict, plan.folder, keep_features=bool(config.save_cache))

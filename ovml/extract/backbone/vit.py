@@ -57,12 +57,10 @@ class VitBackbone(Backbone):
                   "proj": visual.proj}
         return {key: value.detach().float().cpu().numpy() for key, value in arrays.items()}
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokens_and_global(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[cls; X'] entering the last block (N, 1+HW, W) and CLIP's global embedding (N, D),
         from one forward pass (as `VisionTransformer.forward`, split before the last block)."""
         visual = self.visual
-        x = images.to(self.device, non_blocking=True).type(self.dtype)
         x = visual.conv1(x)                                                    # (N, W, g, g)
         x = x.flatten(2).permute(0, 2, 1)                                      # (N, HW, W)
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)     # (N, 1, W)
@@ -72,8 +70,10 @@ class VitBackbone(Backbone):
             x = block(x)
         tokens = x.permute(1, 0, 2)                                            # (N, 1+HW, W)
         block = self.last_block
-        keys = block.ln_1(x)                                                   # (1+HW, N, W)
-        y = x[:1] + block.attn(keys[:1], keys, keys, need_weights=False)[0]   # (1, N, W): the class token
-        y = y + block.mlp(block.ln_2(y))
-        global_embedding = visual.ln_post(y[0]) @ visual.proj                  # (N, D)
+        with self.pool_precision():
+            x = x.to(self.dtype)
+            keys = block.ln_1(x)                                               # (1+HW, N, W)
+            y = x[:1] + block.attn(keys[:1], keys, keys, need_weights=False)[0]  # (1, N, W): the class token
+            y = y + block.mlp(block.ln_2(y))
+            global_embedding = visual.ln_post(y[0]) @ visual.proj              # (N, D)
         return tokens, global_embedding
