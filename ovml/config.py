@@ -334,6 +334,8 @@ class TagConfig:
     progress: bool = True                # show progress
     save_cache: str | None = None        # image files: also keep their features as a cache here, to tag
                                          # them again later with any vocabulary (`cache=`)
+    lock: bool = True                    # hold the writer's lock for the run (False: --no-lock, for file
+                                         # systems without locks; then no other process may write it)
 
 
 @dataclass(frozen=True)
@@ -346,3 +348,5 @@ class CalibrateConfig:
     out: str | None = None               # store in this file instead of the run
     alpha: float = 0.0                   # the head's interpolation with CLIP's global feature
     device: str = "cpu"                  # torch device
+    lock: bool = True                    # hold the writer's lock for the run (False: --no-lock, for file
+                                         # systems without locks; then no other process may write it)

@@ -15,6 +15,7 @@ from ovml.calibrate.fit import fit_run, run_calibration
 from ovml.calibrate.record import CALIBRATION_FILE, Calibration, read_calibrations, write_calibration
 from ovml.cli import main
 from ovml.errors import UsageError
+from ovml.lock import FOLDER_LOCK, WriterLock
 from ovml.metrics.calibration import ece, f1_scores, fit_platt, sigmoid
 from ovml.tag.rules import AllOf, Calibrated, MCut, TopK, build_rule
 
@@ -109,6 +110,27 @@ def test_a_run_made_before_calibration_is_calibrated_on_demand(calibrated_run, t
     fitted = run_calibration(calibrated_run)
     assert os.path.exists(os.path.join(calibrated_run, CALIBRATION_FILE))
     assert fitted.as_json() == fit_run(calibrated_run).as_json()
+
+
+def test_a_reader_uses_an_on_demand_fit_without_storing_it_in_a_run_being_written(calibrated_run):
+    path = os.path.join(calibrated_run, CALIBRATION_FILE)
+    kept = open(path).read()
+    os.remove(path)
+    try:
+        with WriterLock(calibrated_run, os.path.join(calibrated_run, FOLDER_LOCK)):
+            fitted = run_calibration(calibrated_run)
+            assert not os.path.exists(path) and fitted.labels
+    finally:
+        with open(path, "w") as handle:
+            handle.write(kept)
+
+
+def test_a_second_calibrate_on_one_file_is_refused(small_world, tmp_path):
+    out, annotations = str(tmp_path / "clip.json"), tmp_path / "annotations.csv"
+    annotations.write_text("id,labels\n")
+    with WriterLock(out, out + ".lock"):
+        result = invoke("calibrate", "--cache", small_world, "--annotations", str(annotations), "--out", out)
+    assert result.exit_code == 1 and "being written by pid" in result.output and not os.path.exists(out)
 
 
 def test_tag_decides_by_default_where_the_probability_reaches_one_half(calibrated_run, small_world, tmp_path):

@@ -26,7 +26,8 @@ from tests.torture import (Tally, Writer, compare_caches, compare_json, compare_
 FAST_POINTS, FULL_POINTS = 2, 20
 TIMINGS = ("seconds", "images_per_second")
 COUNTS_FILE = os.environ.get("OVML_TORTURE_COUNTS")   # where the full run writes its counts as JSON, if set
-WRITERS = ("extract", "add-labels", "train-head", "finetune", "reproduce")
+WRITERS = ("extract", "add-labels", "train-head", "finetune", "reproduce", "tag", "calibrate")
+LABELS = "red square,blue bar,green disc,tree"   # the vocabulary tag scores the folder against
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,8 @@ def inputs(tmp_path_factory, tiny_clip) -> dict:
     names, annotations = folder / "new.txt", folder / "annotations.csv"
     names.write_text("purple_cone\nblue_star\n")
     annotations.write_text("id,labels\nimg/000.png,purple_cone\nimg/004.png,blue_star;purple_cone\nimg/005.png,\n")
+    labelled = folder / "labelled.csv"
+    labelled.write_text("id,labels\nimg/000.png,red_square\nimg/002.png,blue_bar\nimg/004.png,red_square;blue_bar\n")
     world = write_planted_world(str(folder / "world.zarr"), PlantedWorld(
         seen=20, unseen=5, rank=8, channels=64, grid=4, train_images=128, test_images=64, unit_rows=32))
     launcher = Launcher(str(folder))
@@ -47,7 +50,7 @@ def inputs(tmp_path_factory, tiny_clip) -> dict:
                                    tiny_clip, "--workers", "0", "--unit-rows", "4", "--threads", "1"])
     assert status == 0, output
     return {"dataset": dataset, "model": tiny_clip, "names": str(names), "annotations": str(annotations),
-            "world": world, "cache": cache}
+            "labelled": str(labelled), "world": world, "cache": cache}
 
 
 def errors_lines(path: str) -> list[str]:
@@ -88,6 +91,14 @@ def writers(inputs: dict) -> dict[str, Writer]:
             lost += compare_run(case, reference, os.path.relpath(run, reference))
         return lost
 
+    def compare_tag(case: str, reference: str) -> int:
+        lost = compare_json(read_json_lines(f"{case}/tagged/tags.jsonl"), read_json_lines(f"{reference}/tagged/tags.jsonl"),
+                            case, reference)
+        lost += compare_json(open(f"{case}/tagged/tags.csv").read(), open(f"{reference}/tagged/tags.csv").read(),
+                             case, reference)
+        return lost + compare_json(read_json(f"{case}/tagged/tag.json"), read_json(f"{reference}/tagged/tag.json"),
+                                   case, reference, TIMINGS)
+
     def loads(path: str) -> list[str]:
         try:
             torch.load(path, map_location="cpu", weights_only=True)
@@ -125,6 +136,19 @@ def writers(inputs: dict) -> dict[str, Writer]:
                                        "--out", f"{case}/table"],
             lambda case: f"{case}/table/.ovml.lock", compare_reproduce,
             lambda case: [] if read_json(f"{case}/table/table.json")["rows"] else ["table.json has no row"]),
+        "tag": Writer(
+            "tag", lambda case: ["tag", data, "--out", f"{case}/tagged", "--model", model, "--labels", LABELS,
+                                 "--top-k", "2", "--format", "jsonl,csv", "--unit-images", "4", "--batch-size", "4",
+                                 "--workers", "0", "--threads", "1"],
+            lambda case: f"{case}/tagged/.ovml.lock", compare_tag,
+            lambda case: [] if read_json(f"{case}/tagged/tag.json")["totals"] else ["tag.json has no totals"]),
+        "calibrate": Writer(
+            "calibrate", lambda case: ["calibrate", "--cache", inputs["cache"], "--annotations", inputs["labelled"],
+                                       "--out", f"{case}/clip.json"],
+            lambda case: f"{case}/clip.json.lock",
+            lambda case, reference: compare_json(read_json(f"{case}/clip.json"), read_json(f"{reference}/clip.json"),
+                                                 case, reference),
+            lambda case: [] if read_json(f"{case}/clip.json")["scorers"] else ["clip.json has no scorer"]),
     }
 
 

@@ -19,11 +19,14 @@ from ovml.cache.check import check_cache
 from ovml.cache.reader import CacheReader
 from ovml.cache.writer import cache_writer_lock
 from ovml.cli import main
-from ovml.config import AddLabelsConfig, CheckConfig, ExtractConfig, FinetuneConfig, ReproduceConfig, TrainConfig
+from ovml.calibrate.annotations import calibrate_from_annotations
+from ovml.config import (AddLabelsConfig, CalibrateConfig, CheckConfig, ExtractConfig, FinetuneConfig, ReproduceConfig,
+                         TagConfig, TrainConfig)
 from ovml.experiments.reproduce import reproduce
 from ovml.extract.add_labels import add_labels
 from ovml.extract.runner import run_extraction
 from ovml.lock import FOLDER_LOCK, LockError, WriterLock
+from ovml.tag.runner import run_tag
 from ovml.train.finetune import finetune
 from ovml.train.trainer import train_head
 from tests.cache_arrays import all_arrays, assert_same_arrays
@@ -129,6 +132,8 @@ def test_refused_writers_leave_nothing_behind(tmp_path, tiny_run):
     root = os.path.dirname(tiny_run["images"])
     names = tmp_path / "new.txt"
     names.write_text("purple_cone\n")
+    annotations = tmp_path / "annotations.csv"
+    annotations.write_text("id,labels\nimg/000.png,red_square\n")
     before = all_arrays(cache)
     with WriterLock(cache, cache + ".lock"):
         listing = sorted(os.listdir(tmp_path))
@@ -144,7 +149,10 @@ def test_refused_writers_leave_nothing_behind(tmp_path, tiny_run):
             ("run", lambda out: train_head(TrainConfig(cache=cache, out=out, epochs=1))),
             ("tuned.pt.finetune", lambda out: finetune(FinetuneConfig(dataset="folder", root=root,
                                                                        out=out[:-len(".finetune")], model="RN50"))),
-            ("table", lambda out: reproduce(ReproduceConfig(table=1, cache=cache, out=out)))):
+            ("table", lambda out: reproduce(ReproduceConfig(table=1, cache=cache, out=out))),
+            ("tagged", lambda out: run_tag(TagConfig(out=out, cache=cache, labels="red_square"))),
+            ("calibrated-run", lambda out: calibrate_from_annotations(CalibrateConfig(
+                annotations=str(annotations), head=out, cache=cache)))):
         out = str(tmp_path / folder)
         with WriterLock(out, os.path.join(out, FOLDER_LOCK)):
             with pytest.raises(LockError, match="being written by pid"):

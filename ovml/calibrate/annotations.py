@@ -9,17 +9,19 @@ the shared map rather than replace it. A label without a positive or without a n
 from __future__ import annotations
 
 import os
+
 import numpy as np
 import torch
 
 from ..cache.batches import RowSelection, cache_pool
 from ..cache.reader import CacheReader
+from ..config import CalibrateConfig
 from ..errors import UsageError
 from ..extract.add_labels import annotation_lines
+from ..lock import STORE_LOCK_SUFFIX, folder_lock, writer_lock
 from ..tag.label_text import cache_label_text
 from ..train.run_folder import RunFolder
 from ..train.saved_head import load_trained_head
-from ..config import CalibrateConfig
 from ..metrics.calibration import fit_platt, label_statistics, sigmoid, standardise
 from .fit import PRIOR_STRENGTH, first_rows, fit_clip_ml, head_scorer, run_calibration, score_rows
 from .record import read_calibrations, write_calibration
@@ -59,11 +61,25 @@ def check_both_kinds(path: str, names: list[str], labels: np.ndarray) -> None:
         raise UsageError(f"{path}: cannot calibrate {len(lacking)} label(s): {', '.join(lacking)}")
 
 
+def destination_lock(config: CalibrateConfig):
+    """The writer's lock on where the maps go: the run folder's, or one beside the `--out` file."""
+    if config.out is not None:
+        return writer_lock(config.out, config.out + STORE_LOCK_SUFFIX, config.lock)
+    return folder_lock(config.head, config.lock)
+
+
 def calibrate_from_annotations(config: CalibrateConfig) -> tuple[str, list[str]]:
-    """Fit the annotated labels' maps and store them in the run (or `out`); returns (the file, the labels)."""
-    head, annotations, out, alpha, device = config.head, config.annotations, config.out, config.alpha, config.device
-    if head is None and out is None:
+    """Fit the annotated labels' maps and store them in the run (or `out`), holding the
+    destination's writer lock throughout; returns (the file, the labels)."""
+    if config.head is None and config.out is None:
         raise UsageError("calibrating CLIP-ML (no --head) needs --out FILE to store it in")
+    with destination_lock(config):
+        return fit_annotated(config)
+
+
+def fit_annotated(config: CalibrateConfig) -> tuple[str, list[str]]:
+    """`calibrate_from_annotations`'s work, once the lock is held."""
+    head, annotations, out, alpha, device = config.head, config.annotations, config.out, config.alpha, config.device
     if config.cache is None:
         raise UsageError("give --cache PATH: the annotated images' features are read from a cache "
                          "(`ovml tag --save-cache` or `ovml extract` makes one from a folder)")

@@ -8,6 +8,7 @@ head never trained on as a new label is, else on its trained labels (noted in th
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable
 
@@ -18,6 +19,7 @@ from ..cache.batches import BatchStream, RowSelection, batch_tensors, cache_pool
 from ..cache.reader import CacheReader
 from ..errors import UsageError
 from ..evaluation.scoring import clip_ml_scores, head_parts
+from ..lock import LockError, folder_lock
 from ..metrics.calibration import f1_scores, fit_platt, fit_shared_map, label_statistics, sigmoid, standardise
 from ..train.saved_head import TrainedHead, load_trained_head
 from ..train.run_folder import RunFolder
@@ -136,12 +138,15 @@ def fit_clip_ml(reader: CacheReader, device: str = "cpu", split: str | None = No
 
 
 def run_calibration(run: str, alpha: float = 0.0, device: str = "cpu") -> Calibration:
-    """The run's stored calibration at `alpha`, fitted and stored now when absent (runs made before it)."""
+    """The run's stored calibration at `alpha`, fitted now when absent (runs made before it) and
+    stored in the run when its folder can be written and no writer holds it (a reader such as
+    `tag` or `predict` never waits for, nor fails on, a run it cannot write: it uses the fit)."""
     key = scorer_key(run, alpha)
     stored = read_calibrations(run)
     if key not in stored:
         stored[key] = fit_run(run, alpha, device)
-        write_calibration(run, stored[key])
+        with contextlib.suppress(LockError, OSError), folder_lock(run):
+            write_calibration(run, stored[key])
     return stored[key]
 
 

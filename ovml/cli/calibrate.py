@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..config import CalibrateConfig
-from .common import default, device_options, resolve_device, user_errors
+from .common import default, device_options, lock_option, resolve_device, user_errors
 
 
 @click.command()
@@ -18,13 +18,15 @@ from .common import default, device_options, resolve_device, user_errors
 @click.option("--alpha", type=click.FloatRange(0, 1), default=default(CalibrateConfig, "alpha"), show_default=True,
               help="Interpolation with CLIP's global feature (with --head), as tag's.")
 @device_options(CalibrateConfig)
+@lock_option(CalibrateConfig)
 @user_errors
-def calibrate(head, annotations, cache, out, alpha, gpu, device) -> None:
+def calibrate(head, annotations, cache, out, alpha, gpu, device, lock) -> None:
     """Fit labels' probability maps (`tag --threshold auto`) from a few labelled images per label.
 
     Labels without a positive or without a negative among the listed images are refused, by name.
     """
     from ..calibrate.annotations import calibrate_from_annotations
     path, names = calibrate_from_annotations(CalibrateConfig(annotations=annotations, head=head, cache=cache, out=out,
-                                                             alpha=alpha, device=resolve_device(gpu, device)))
+                                                             alpha=alpha, device=resolve_device(gpu, device),
+                                                             lock=lock))
     click.echo(f"{path}: {len(names)} label(s) calibrated: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import click
 
 from ..config import DEFAULT_MODEL, TagConfig
-from .common import (ThresholdType, comma_list, default, device_options, resolve_device, split_list, tower_options,
-                     user_errors)
+from .common import (ThresholdType, comma_list, default, device_options, lock_option, resolve_device, split_list,
+                     tower_options, user_errors)
 
 
 @click.command()
@@ -60,11 +60,12 @@ from .common import (ThresholdType, comma_list, default, device_options, resolve
 @click.option("--threads", type=click.IntRange(1), default=default(TagConfig, "threads"), help="torch CPU threads.")
 @click.option("--download-root", default=default(TagConfig, "download_root"), help="Where named models are kept [$OVML_CLIP_CACHE].")
 @tower_options(TagConfig)
+@lock_option(TagConfig)
 @user_errors
 def tag(inputs, out, cache, splits, labels, labels_file, only, exclude, always_first, head, alpha, model, prompts,
         top_k, threshold, precision, thresholds_file, formats, long, caption_extension, overwrite, append, xmp_name, hierarchy,
         save_cache, gpu, device, batch_size, workers, decode, unit_images, dask, strict, threads,
-        download_root, engine, tower_precision) -> None:
+        download_root, engine, tower_precision, lock) -> None:
     """Tag image files and folders (recursive), or every image of a --cache, with any vocabulary.
 
     Writes tables (one row per image, or --long) and sidecars (photo.txt, photo.jpg.xmp) into
@@ -81,6 +82,7 @@ def tag(inputs, out, cache, splits, labels, labels_file, only, exclude, always_f
                        sidecars="overwrite" if overwrite else "append" if append else "keep", xmp_name=xmp_name,
                        hierarchy=hierarchy, device=resolve_device(gpu, device), batch_size=batch_size,
                        workers=workers, decode=decode, unit_images=unit_images, dask=dask, strict=strict,
-                       threads=threads, save_cache=save_cache, engine=engine, tower_precision=tower_precision)
+                       threads=threads, save_cache=save_cache, engine=engine, tower_precision=tower_precision,
+                       lock=lock)
     for line in run_tag(config).lines():
         click.echo(line)

@@ -8,6 +8,7 @@ errors.tsv and tag.json written, and the run marked finished.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -17,10 +18,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ..cache.reader import CacheReader
+from ..cache.writer import cache_writer_lock
 from ..calibrate.attach import attach
 from ..config import TagConfig
 from ..extract.summary import SteadyRate
 from ..files import write_json, write_text
+from ..lock import folder_lock
 from ..progress import progress
 from .distributed import run_distributed
 from .engine import errors_part, open_engine, plan_text, tag_units
@@ -99,7 +102,17 @@ def finish(plan: TagPlan, manifest: Manifest, summary: TagSummary) -> None:
 
 
 def run_tag(config: TagConfig) -> TagSummary:
-    """Tag every pending unit (in this process, or on Dask with `config.dask`) and finish the run."""
+    """Tag every pending unit (in this process, or on Dask with `config.dask`) and finish the run,
+    holding the output folder's writer lock (and `--save-cache`'s store's) throughout."""
+    with contextlib.ExitStack() as held:
+        held.enter_context(folder_lock(config.out, config.lock))
+        if config.save_cache:
+            held.enter_context(cache_writer_lock(config.save_cache, config.lock))
+        return tag_pending(config)
+
+
+def tag_pending(config: TagConfig) -> TagSummary:
+    """`run_tag`'s work, once the locks are held."""
     started = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
