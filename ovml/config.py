@@ -201,6 +201,8 @@ class PredictConfig:
                                          # midpoint of the largest gap between sorted scores), or 'auto' (with
                                          # a head: calibrated probability >= 0.5)
     alpha: float = 0.0                   # interpolation with CLIP's global feature (with a head)
+    calibration: str | None = None       # a calibration file (`ovml calibrate --out`): its labels' own maps
+                                         # are used over the run's (and make CLIP-ML's decisions possible)
     batch_size: int = 32                 # images per forward pass
     explain: str | None = None           # folder for attention-map PNGs (needs a head with attention)
     prompts: str | None = None           # 'imagenet80' or a template file (None: the head's cache's
@@ -312,6 +314,8 @@ class TagConfig:
                                          # made; 'auto' gives way to --top-k or --thresholds); 'auto-f1':
                                          # probability >= the level of best F1 on the run's validation images
     thresholds_file: str | None = None   # `name,threshold` per label; others use `threshold`
+    calibration: str | None = None       # a calibration file (`ovml calibrate --out`): its labels' own maps
+                                         # are used over the run's (and make CLIP-ML's decisions possible)
     precision: float | None = None       # per-label thresholds aiming at this precision, through the calibration
     formats: tuple[str, ...] = ("jsonl",)  # jsonl, csv, parquet (tables); txt, xmp (sidecars beside images)
     long: bool = False                   # tables: one row per (image, label) for every label scored

@@ -225,3 +225,26 @@ def test_predict_offers_auto_with_a_head_and_refuses_it_without(tiny_run, tiny_c
                 [[names.index(n) for n, _ in prediction.labels]] >= 0.5).all() and len(scores) <= len(names)
     with pytest.raises(UsageError, match="needs a head"):
         Predictor(PredictConfig(model=tiny_clip)).predict(images[:1], labels=names, threshold="auto")
+
+
+def test_a_calibration_file_lets_clip_ml_decide_on_new_images(tiny_run, tiny_clip, tmp_path):
+    annotations, out = tmp_path / "few.csv", str(tmp_path / "clip.json")
+    annotations.write_text("id,labels\nimg/000.png,red_square\nimg/002.png,blue_bar\nimg/004.png,red_square;blue_bar\n"
+                           "img/006.png,\n")
+    result = invoke("calibrate", "--cache", tiny_run["cache"], "--annotations", str(annotations), "--out", out)
+    assert result.exit_code == 0, result.output
+    stored = read_calibrations(out)["clip-ml"].labels
+    image = os.path.join(tiny_run["images"], "005.png")
+    result = invoke("predict", image, "--labels", "red_square,blue_bar", "--model", tiny_clip, "--threshold", "0",
+                    "--calibration", out, "--json")
+    assert result.exit_code == 0, result.output
+    result = invoke("predict", image, "--labels", "red_square,blue_bar", "--model", tiny_clip, "--top-k", "2",
+                    "--threshold", "auto", "--calibration", out, "--json")
+    assert result.exit_code == 0, result.output
+    for label in json.loads(result.output)[0]["labels"]:
+        entry = stored[label["name"]]
+        expected = sigmoid(entry["slope"] * (label["score"] - entry["mean"]) / entry["spread"] + entry["intercept"])
+        assert label["probability"] == pytest.approx(float(expected), abs=1e-5) and label["probability"] >= 0.5
+    result = invoke("predict", image, "--labels", "red_square,tree", "--model", tiny_clip, "--threshold", "auto",
+                    "--calibration", out)
+    assert result.exit_code == 1 and "no map for tree" in result.output

@@ -37,12 +37,12 @@ CARRIED = {
         EvalConfig, "split", "ks", "baselines", "dense_top_k", "image_split", "batch_size", "scratch", "device",
         "amp", "allow_partial", "decisions")},
     "predict": {"explain_dir": (PredictConfig, ("explain",)), **same(
-        PredictConfig, "head", "model", "top_k", "threshold", "alpha", "prompts", "device", "download_root", "engine",
-        "tower_precision")},
+        PredictConfig, "head", "model", "top_k", "threshold", "calibration", "alpha", "prompts", "device",
+        "download_root", "engine", "tower_precision")},
     "tag": {"formats": (TagConfig, ("formats",)), **same(
         TagConfig, "cache", "labels", "labels_file", "only", "exclude", "always_first", "head", "alpha", "model",
-        "prompts", "top_k", "threshold", "precision", "thresholds_file", "long", "caption_extension", "xmp_name", "hierarchy",
-        "save_cache", "device", "batch_size", "workers", "decode", "unit_images", "dask", "strict", "threads",
+        "prompts", "top_k", "threshold", "precision", "thresholds_file", "calibration", "long", "caption_extension",
+        "xmp_name", "hierarchy", "save_cache", "device", "batch_size", "workers", "decode", "unit_images", "dask", "strict", "threads",
         "download_root", "engine", "tower_precision", "lock")},
     "calibrate": same(CalibrateConfig, "head", "cache", "out", "alpha", "device", "lock"),
     "add-labels": same(AddLabelsConfig, "unseen", "annotations", "model", "device", "download_root", "lock"),
@@ -51,7 +51,8 @@ CARRIED = {
                      "placeholder", "allow_outside_root", "lock"),
     "reproduce": same(ReproduceConfig, "finetuned_cache", "epochs", "settings", "device", "lock"),
     "serve": {**same(ServeConfig, "host", "port", "token", "insecure", "max_batch", "batch_wait_ms"),
-              **same(PredictConfig, "head", "model", "prompts", "device", "download_root", "engine", "tower_precision", "lock")},
+              **same(PredictConfig, "head", "model", "prompts", "calibration", "device", "download_root", "engine",
+                     "tower_precision")},
     "export": same(ExportConfig, "alpha", "model", "prompts", "download_root"),
     "demo": same(DemoConfig, "out", "seed", "quick"),
 }

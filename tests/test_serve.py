@@ -75,6 +75,21 @@ def test_the_endpoint_scores_equal_ovml_predict(server, tiny_run, alpha):
     assert status == 200 and answer == {"labels": expected}
 
 
+def test_the_endpoint_decides_with_threshold_auto_as_ovml_predict_does(server, tiny_run):
+    image = os.path.join(tiny_run["images"], "005.png")
+    labels = "green disc, cat,red square, tree, blue bar"
+    result = CliRunner().invoke(main, ["predict", image, "--labels", labels, "--head", tiny_run["run"],
+                                       "--threshold", "auto", "--json"])
+    assert result.exit_code == 0, result.output
+    expected = json.loads(result.output)[0]["labels"]
+    assert all(label["probability"] >= 0.5 for label in expected)
+    status, answer = predict(server, {"labels": labels, "threshold": "auto"}, {"image": ("005.png", image_bytes(tiny_run))})
+    assert status == 200 and answer == {"labels": expected}
+    assert request(server, "GET", "/api/info")[1]["calibrated"] is True
+    status, answer = predict(server, {"labels": labels, "threshold": "often"}, {"image": ("a.png", image_bytes(tiny_run))})
+    assert status == 400 and "threshold" in answer["error"]
+
+
 def test_attention_maps_come_with_the_scores_when_asked(server, tiny_run):
     fields = {"labels": "cat, dog", "attention": "1"}
     status, answer = predict(server, fields, {"image": ("a.png", image_bytes(tiny_run))})

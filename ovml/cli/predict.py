@@ -20,8 +20,10 @@ from .common import (DefaultFrom, ThresholdType, default, default_prompt, device
 @click.option("--top-k", type=click.IntRange(1), default=default(PredictConfig, "top_k"), show_default=True,
               help="At most K labels per image.")
 @click.option("--threshold", type=ThresholdType(), default=default(PredictConfig, "threshold"),
-              help="Only labels scoring at least X, or 'mcut' (per image: midpoint of the largest score gap); "
-              "at most --top-k of them.")
+              help="Only labels scoring at least X, 'mcut' (per image: midpoint of the largest score gap) or "
+              "'auto' (calibrated probability >= 0.5, printed beside each score); at most --top-k of them.")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=default(PredictConfig, "calibration"),
+              help="A calibration file (`ovml calibrate --out`): its labels' maps are used over the run's.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=default(PredictConfig, "alpha"), show_default=True,
               help="Interpolation with CLIP's global feature (with --head).")
 @click.option("--prompts", default=default(PredictConfig, "prompts"), cls=DefaultFrom,
@@ -35,13 +37,14 @@ from .common import (DefaultFrom, ThresholdType, default, default_prompt, device
               help="Where named models are kept [$OVML_CLIP_CACHE].")
 @tower_options(PredictConfig)
 @user_errors
-def predict(images, labels, labels_file, head, model, top_k, threshold, alpha, prompts, explain_dir, as_json, gpu,
-            device, download_root, engine, tower_precision) -> None:
+def predict(images, labels, labels_file, head, model, top_k, threshold, calibration, alpha, prompts, explain_dir,
+            as_json, gpu, device, download_root, engine, tower_precision) -> None:
     """Top-K labels of new images for any label list (open vocabulary)."""
     import json
     from ..predict.predictor import Predictor, expand_images, read_label_names
     config = PredictConfig(head=head, model=model, labels=tuple(read_label_names(labels, labels_file)), top_k=top_k,
-                           threshold=threshold, alpha=alpha, explain=explain_dir, prompts=prompts,
+                           threshold=threshold, calibration=calibration, alpha=alpha, explain=explain_dir,
+                           prompts=prompts,
                            device=resolve_device(gpu, device), engine=engine, tower_precision=tower_precision,
                            download_root=download_root)
     predictor = Predictor(config)
@@ -53,7 +56,9 @@ def predict(images, labels, labels_file, head, model, top_k, threshold, alpha, p
         click.echo(json.dumps([p.as_json() for p in predictions], indent=2))
         return
     for prediction in predictions:
-        shown = ", ".join(f"{name} {score:.3f}" for name, score in prediction.labels)
+        probabilities = prediction.probabilities or [None] * len(prediction.labels)
+        shown = ", ".join(f"{name} {score:.3f}" + (f" (p {p:.2f})" if p is not None else "")
+                          for (name, score), p in zip(prediction.labels, probabilities))
         fallback = f"unreadable: {prediction.error}" if prediction.error else "no label above the threshold"
         click.echo(f"{prediction.image}: {shown or fallback}")
     if written:

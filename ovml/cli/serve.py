@@ -18,6 +18,8 @@ from .common import default, device_options, resolve_device, tower_options, user
               help=f"CLIP ResNet name or weights file [default: the head's, else {DEFAULT_MODEL}].")
 @click.option("--prompts", default=default(PredictConfig, "prompts"),
               help="'imagenet80' or a template file [default: the head's cache's].")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=default(PredictConfig, "calibration"),
+              help="A calibration file (`ovml calibrate --out`) for the page's decisions, over the run's.")
 @device_options(PredictConfig)
 @click.option("--download-root", default=default(PredictConfig, "download_root"),
               help="Where named models are kept [$OVML_CLIP_CACHE].")
@@ -32,7 +34,7 @@ from .common import default, device_options, resolve_device, tower_options, user
 @click.option("--insecure", is_flag=True, default=default(ServeConfig, "insecure"),
               help="Bind beyond loopback without a token.")
 @user_errors
-def serve(head, host, port, model, prompts, gpu, device, download_root, engine, tower_precision, max_batch,
+def serve(head, host, port, model, prompts, calibration, gpu, device, download_root, engine, tower_precision, max_batch,
           batch_wait_ms, token, insecure) -> None:
     """Serve a page to tag images with any labels: ranked scores, attention maps, an alpha slider.
 
@@ -43,7 +45,8 @@ def serve(head, host, port, model, prompts, gpu, device, download_root, engine, 
     if not is_loopback(host):
         click.echo(f"note: binding {host}: " + ("requests must carry the token" if token else
                                                 "anyone who can reach this machine can use the page"), err=True)
-    tagger = PredictConfig(head=head, model=model, prompts=prompts, device=resolve_device(gpu, device),
+    tagger = PredictConfig(head=head, model=model, prompts=prompts, calibration=calibration,
+                           device=resolve_device(gpu, device),
                            engine=engine, tower_precision=tower_precision, download_root=download_root)
     run_server(ServeConfig(tagger=tagger, host=host, port=port, token=token, insecure=insecure, max_batch=max_batch,
                            batch_wait_ms=batch_wait_ms), echo=click.echo)

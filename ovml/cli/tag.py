@@ -37,6 +37,8 @@ from .common import (ThresholdType, comma_list, default, device_options, lock_op
               help="Per-label thresholds aiming at precision P, through the calibration; labels that cannot reach it are named.")
 @click.option("--thresholds", "thresholds_file", type=click.Path(exists=True, dir_okay=False),
               default=default(TagConfig, "thresholds_file"), help="'name,threshold' per line; labels absent use --threshold.")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=default(TagConfig, "calibration"),
+              help="A calibration file (`ovml calibrate --out`): its labels' maps are used over the run's.")
 @click.option("--format", "formats", default=comma_list(default(TagConfig, "formats")), show_default=True,
               help="Comma-separated: jsonl, csv, parquet (tables); txt, xmp (sidecars beside the images).")
 @click.option("--long", is_flag=True, default=default(TagConfig, "long"), help="Tables: one row per (image, label, score, present) for every label.")
@@ -63,7 +65,7 @@ from .common import (ThresholdType, comma_list, default, device_options, lock_op
 @lock_option(TagConfig)
 @user_errors
 def tag(inputs, out, cache, splits, labels, labels_file, only, exclude, always_first, head, alpha, model, prompts,
-        top_k, threshold, precision, thresholds_file, formats, long, caption_extension, overwrite, append, xmp_name, hierarchy,
+        top_k, threshold, precision, thresholds_file, calibration, formats, long, caption_extension, overwrite, append, xmp_name, hierarchy,
         save_cache, gpu, device, batch_size, workers, decode, unit_images, dask, strict, threads,
         download_root, engine, tower_precision, lock) -> None:
     """Tag image files and folders (recursive), or every image of a --cache, with any vocabulary.
@@ -77,7 +79,8 @@ def tag(inputs, out, cache, splits, labels, labels_file, only, exclude, always_f
     config = TagConfig(out=out, inputs=tuple(inputs), cache=cache, splits=tuple(splits) or None, labels=labels,
                        labels_file=labels_file, only=only, exclude=exclude, always_first=always_first, head=head,
                        alpha=alpha, model=model, prompts=prompts, download_root=download_root, top_k=top_k,
-                       threshold=threshold, precision=precision, thresholds_file=thresholds_file, formats=split_list(formats) or (),
+                       threshold=threshold, precision=precision, thresholds_file=thresholds_file,
+                       calibration=calibration, formats=split_list(formats) or (),
                        long=long, caption_extension=caption_extension,
                        sidecars="overwrite" if overwrite else "append" if append else "keep", xmp_name=xmp_name,
                        hierarchy=hierarchy, device=resolve_device(gpu, device), batch_size=batch_size,

@@ -42,9 +42,13 @@ class Prediction:
     explanation: str = ""             # the attention-map PNG, with --explain
     attention: np.ndarray | None = None   # (k, H, W): the head's attention map of each predicted label
     picture: Image.Image | None = None    # the decoded RGB image, kept with the attention maps
+    probabilities: list[float] | None = None  # each label's calibrated probability (a calibrated threshold)
 
     def as_json(self) -> dict:
-        entry = {"image": self.image, "labels": [{"name": n, "score": round(s, 6)} for n, s in self.labels]}
+        labels = [{"name": n, "score": round(s, 6)} for n, s in self.labels]
+        for label, probability in zip(labels, self.probabilities or []):
+            label["probability"] = round(probability, 6)
+        entry = {"image": self.image, "labels": labels}
         extras = {"error": self.error, "explanation": self.explanation}
         return entry | {key: value for key, value in extras.items() if value}
 
@@ -224,6 +228,8 @@ class Predictor:
                     order = order[rule.decide(scores[row:row + 1])[0][order]]
                 order = order[:top_k]
                 prediction = Prediction(name, [(names[j], float(scores[row][j])) for j in order])
+                if hasattr(rule, "maps"):
+                    prediction.probabilities = [float(p) for p in rule.probabilities(scores[row:row + 1])[0][order]]
                 if attention or explain:
                     prediction.attention = self.attention_maps(spatial[row:row + 1], global_embedding[row:row + 1],
                                                                text, order)
@@ -235,15 +241,18 @@ class Predictor:
         return predictions
 
     def label_maps(self, names: list[str], text: torch.Tensor, alpha: float):
-        """The calibration of `names` for `threshold='auto'`: the run's, new labels standardised over its
-        validation images (a single image has no others); kept for the next call with these names."""
-        if self.run is None:
-            raise UsageError("threshold 'auto' needs a head (--head RUN): CLIP-ML is calibrated on a cache's "
-                             "labels (`ovml tag --cache`)")
+        """The calibration of `names` for `threshold='auto'`: the run's (and the calibration file's),
+        new labels standardised over its validation images (a single image has no others); kept for
+        the next call with these names. CLIP-ML alone decides only with a calibration file."""
+        if self.run is None and self.config.calibration is None:
+            raise UsageError("threshold 'auto' needs a head (--head RUN) or a calibration file (--calibration "
+                             "FILE from `ovml calibrate --out`): CLIP-ML alone is calibrated on a cache's labels "
+                             "(`ovml tag --cache`)")
         from ..calibrate.attach import label_maps
         key = (tuple(names), alpha)
         if key not in self._maps:
-            self._maps[key] = label_maps(names, text.cpu().numpy(), self.run, alpha, None, self.config.device)
+            self._maps[key] = label_maps(names, text.cpu().numpy(), self.run, alpha, None, self.config.device,
+                                         self.config.calibration)
         return self._maps[key]
 
     def explain(self, prediction: Prediction, out: str, keep: bool) -> None:

@@ -3,8 +3,10 @@ library's threading HTTP server (no dependency; every asset is in the package, s
 
     GET  /                 the page (static/index.html; static/app.js and static/style.css)
     GET  /api/info         the run: model, head, vocabulary offered, whether it draws attention maps
-    POST /api/predict      multipart form: image (file), labels ("a, b"), top_k, alpha, attention
-                           -> {"labels": [{"name", "score"}, ...]} as `ovml predict --json` prints them
+    POST /api/predict      multipart form: image (file), labels ("a, b"), top_k, alpha, attention,
+                           threshold (a number, mcut, auto: calibrated probability >= 0.5, auto-f1)
+                           -> {"labels": [{"name", "score"[, "probability"]}, ...]} as `ovml predict
+                           --json` prints them
 
 Every bad request is answered 4xx with {"error": "..."}; the server keeps serving. With a token
 (`ServeConfig.token`), the API answers 401 to a request without it (the page asks for it once);
@@ -68,6 +70,7 @@ class TaggingServer(PooledHTTPServer):
         self.log = log
         self.info = {"model": os.path.basename(tagger.backbone.name), "head": os.path.basename(os.path.normpath(tagger.run or "")),
                      "attention": tagger.has_attention, "top_k": tagger.config.top_k,
+                     "calibrated": tagger.run is not None or tagger.config.calibration is not None,
                      "vocabulary": tagger.vocabulary()}
 
     @property
@@ -88,6 +91,20 @@ def number(fields: dict[str, FormField], name: str, kind: type, low, high):
     if not low <= value <= high:
         raise RequestError(400, f"{name} must lie in [{low}, {high}], got {value}")
     return value
+
+
+def threshold_field(fields: dict[str, FormField]) -> str | float | None:
+    """The optional `threshold` field: a number, 'mcut', 'auto' or 'auto-f1' (None when absent: the
+    tagger's default), or a 400 naming it."""
+    from ..tag.rules import THRESHOLD_WORDS
+    text = fields["threshold"].text.strip().lower() if "threshold" in fields else ""
+    if not text or text in THRESHOLD_WORDS:
+        return text or None
+    try:
+        return float(text)
+    except ValueError:
+        raise RequestError(400, f"threshold must be a number or one of {', '.join(THRESHOLD_WORDS)}, "
+                                f"got {text[:40]!r}") from None
 
 
 def png_data_url(array) -> str:
@@ -118,12 +135,13 @@ def predict_form(server: TaggingServer, fields: dict[str, FormField]) -> dict:
         raise RequestError(400, f"too many labels ({len(names)}; at most {MAX_LABELS} a request)")
     top_k = number(fields, "top_k", int, 1, MAX_LABELS)
     alpha = number(fields, "alpha", float, 0.0, 1.0)
+    threshold = threshold_field(fields)
     attention = "attention" in fields and fields["attention"].text.lower() in ("1", "true", "yes", "on")
     attention = attention and server.tagger.has_attention
     with server.lock:
         try:
             (prediction,) = server.tagger.predict([image.value], labels, top_k, alpha, batch_size=1,
-                                                  attention=attention)
+                                                  attention=attention, threshold=threshold)
         except UsageError as err:
             raise RequestError(400, str(err)) from None
     if prediction.error:

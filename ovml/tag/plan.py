@@ -132,6 +132,12 @@ def plan_images(config: TagConfig) -> list[str]:
     return list(dict.fromkeys(expand_images(list(config.inputs))))
 
 
+def file_digest(path: str) -> str:
+    """A short digest of a text file's content (a rerun with a changed calibration file starts over)."""
+    with open(path, encoding="utf-8") as handle:
+        return digest(handle.read())
+
+
 def plan_tag(config: TagConfig, reader: CacheReader | None = None) -> TagPlan:
     """Check everything and decide the run (no model is loaded, no image read)."""
     check_formats(config)
@@ -176,7 +182,7 @@ def plan_tag(config: TagConfig, reader: CacheReader | None = None) -> TagPlan:
     automatic = config.threshold == "auto" and (config.thresholds_file or config.top_k)    # the default yields
     threshold, notes = (None if automatic else config.threshold), []                       # to a rule asked for
     calibrated = config.precision is not None or threshold in ("auto", "auto-f1")
-    why_not = can_calibrate(config.head, config.cache) if calibrated else None
+    why_not = can_calibrate(config.head, config.cache, config.calibration) if calibrated else None
     if why_not and (config.precision is not None or threshold == "auto-f1"):
         raise UsageError(f"{'--precision' if config.precision is not None else '--threshold auto-f1'}: {why_not}")
     if why_not:
@@ -190,5 +196,6 @@ def plan_tag(config: TagConfig, reader: CacheReader | None = None) -> TagPlan:
         "formats": sorted(config.formats), "long": config.long, "model": model, "prompts": digest(plan.templates),
         "head": config.head and os.path.abspath(config.head), "alpha": config.alpha, "unit_images": config.unit_images,
         "sidecars": [config.sidecars, config.caption_extension, config.xmp_name, config.hierarchy],
-        "save_cache": config.save_cache and os.path.abspath(config.save_cache)}
+        "save_cache": config.save_cache and os.path.abspath(config.save_cache),
+        "calibration": config.calibration and file_digest(config.calibration)}
     return plan

@@ -129,11 +129,13 @@ def tag_pending(config: TagConfig) -> TagSummary:
         pending = manifest.pending
         if config.dask:
             plan_text(plan, reader)
-            plan.notes += attach(plan.rule, plan.names, plan.text, config.head, config.alpha, reader, config.device)
+            plan.notes += attach(plan.rule, plan.names, plan.text, config.head, config.alpha, reader, config.device,
+                                 config.calibration)
             run_distributed(plan, manifest, summary, pending)
         else:
             engine = open_engine(plan, reader)
-            plan.notes += attach(plan.rule, plan.names, plan.text, config.head, config.alpha, reader, config.device)
+            plan.notes += attach(plan.rule, plan.names, plan.text, config.head, config.alpha, reader, config.device,
+                                 config.calibration)
             bar = progress(total=sum(plan.units[u].stop - plan.units[u].start for u in pending), desc="tag",
                            unit="img", enabled=config.progress, leave=True)
 

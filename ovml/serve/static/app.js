@@ -94,6 +94,7 @@ async function tag() {
   form.append("top_k", String(names.length));
   form.append("alpha", $("alpha").value);
   form.append("attention", state.attention ? "1" : "0");
+  if (state.calibrated && $("decide").checked) form.append("threshold", "auto");
   const sequence = ++state.sequence;
   setStatus("Scoring…", "busy");
   $("tag").disabled = true;
@@ -104,7 +105,8 @@ async function tag() {
     if (response.status === 401) { askForToken(answer.error); return; }
     if (!response.ok) { setStatus(answer.error || `error ${response.status}`, "error"); return; }
     await render(answer);
-    setStatus(`${answer.labels.length} labels ranked (alpha ${Number($("alpha").value).toFixed(2)}).`, "done");
+    const decided = state.calibrated && $("decide").checked;
+    setStatus(`${answer.labels.length} labels ${decided ? "judged present" : "ranked"} (alpha ${Number($("alpha").value).toFixed(2)}).`, "done");
   } catch (err) {
     if (sequence === state.sequence) setStatus(`The server did not answer (${err}).`, "error");
   } finally {
@@ -162,7 +164,7 @@ async function render(answer) {
     name.appendChild(text);
     const score = document.createElement("span");
     score.className = "score";
-    score.textContent = label.score.toFixed(4);
+    score.textContent = label.score.toFixed(4) + ("probability" in label ? ` · p ${label.probability.toFixed(2)}` : "");
     head.append(name, score);
     const bar = document.createElement("div");
     bar.className = "bar";
@@ -216,6 +218,8 @@ async function loadInfo() {
     $("login").hidden = true;
     state.vocabulary = info.vocabulary || [];
     state.attention = Boolean(info.attention);
+    state.calibrated = Boolean(info.calibrated);
+    $("decide-field").hidden = !state.calibrated;
     $("model").textContent = `CLIP ${info.model}` + (info.head ? ` · head ${info.head}` : " · CLIP-ML alone");
     $("vocabulary-title").textContent = state.vocabulary.length
       ? `The run's vocabulary (${state.vocabulary.length} labels), click to add; any other word works too:` : "";
