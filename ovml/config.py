@@ -349,6 +349,8 @@ class CalibrateConfig:
     annotations: str                     # `id,labels` CSV (labels joined by ';'), as `add-labels --annotations`
     head: str | None = None              # run folder whose calibration.json receives the maps (None: CLIP-ML)
     cache: str | None = None             # the cache holding the annotated images' features
+    images: str | None = None            # or the folder of the annotated image files (`path,labels`), scored
+                                         # through the image tower with the run's head
     out: str | None = None               # store in this file instead of the run
     alpha: float = 0.0                   # the head's interpolation with CLIP's global feature
     device: str = "cpu"                  # torch device

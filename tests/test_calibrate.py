@@ -248,3 +248,26 @@ def test_a_calibration_file_lets_clip_ml_decide_on_new_images(tiny_run, tiny_cli
     result = invoke("predict", image, "--labels", "red_square,tree", "--model", tiny_clip, "--threshold", "auto",
                     "--calibration", out)
     assert result.exit_code == 1 and "no map for tree" in result.output
+
+
+def test_calibrate_from_image_files_stores_maps_that_predict_uses(tiny_run, tmp_path):
+    import shutil
+    from ovml.config import PredictConfig
+    from ovml.predict.predictor import Predictor
+    run, annotations = str(tmp_path / "run"), tmp_path / "files.csv"
+    shutil.copytree(tiny_run["run"], run)
+    annotations.write_text("path,labels\n000.png,red square\n002.png,blue bar\n004.png,red square;blue bar\n006.png,\n")
+    result = invoke("calibrate", "--head", run, "--annotations", str(annotations), "--images", tiny_run["images"])
+    assert result.exit_code == 0, result.output
+    stored = read_calibrations(run)["head@0"].labels
+    assert stored["red square"]["source"] == stored["blue bar"]["source"] == "4 images of files.csv"
+    predictor = Predictor(PredictConfig(head=run))
+    names = ["red square", "blue bar"]
+    maps = predictor.label_maps(names, predictor.label_text(names), 0.0)
+    assert maps.fitted.all() and list(maps.slope) == [stored[name]["slope"] for name in names]
+    annotations.write_text("path,labels\n000.png,red square\nnone.png,\n")
+    result = invoke("calibrate", "--head", run, "--annotations", str(annotations), "--images", tiny_run["images"])
+    assert result.exit_code == 1 and "none.png is not a file under" in result.output
+    result = invoke("calibrate", "--annotations", str(annotations), "--images", tiny_run["images"], "--out",
+                    str(tmp_path / "c.json"))
+    assert result.exit_code == 1 and "give --head RUN" in result.output

@@ -44,7 +44,7 @@ CARRIED = {
         "prompts", "top_k", "threshold", "precision", "thresholds_file", "calibration", "long", "caption_extension",
         "xmp_name", "hierarchy", "save_cache", "device", "batch_size", "workers", "decode", "unit_images", "dask", "strict", "threads",
         "download_root", "engine", "tower_precision", "lock")},
-    "calibrate": same(CalibrateConfig, "head", "cache", "out", "alpha", "device", "lock"),
+    "calibrate": same(CalibrateConfig, "head", "cache", "images", "out", "alpha", "device", "lock"),
     "add-labels": same(AddLabelsConfig, "unseen", "annotations", "model", "device", "download_root", "lock"),
     "finetune": same(FinetuneConfig, "model", "epochs", "lr", "weight_decay", "batch_size", "logit_scale", "device",
                      "split", "prompts", "limit", "seed", "workers", "threads", "download_root", "images", "unseen",

@@ -1,4 +1,5 @@
-"""`ovml calibrate`: labels' own maps from a few labelled images of a cache.
+"""`ovml calibrate`: labels' own maps from a few labelled images, of a cache (here) or image files
+(`images.py`).
 
 The annotations file is `add-labels --annotations`'s (`id,labels`, labels joined by `;`): every
 listed image is a positive of its labels and a negative of the file's other labels. The labels'
@@ -19,12 +20,15 @@ from ..config import CalibrateConfig
 from ..errors import UsageError
 from ..extract.add_labels import annotation_lines
 from ..lock import STORE_LOCK_SUFFIX, folder_lock, writer_lock
+from ..metrics.calibration import fit_platt, label_statistics, sigmoid, standardise
 from ..tag.label_text import cache_label_text
 from ..train.run_folder import RunFolder
 from ..train.saved_head import load_trained_head
-from ..metrics.calibration import fit_platt, label_statistics, sigmoid, standardise
+from .annotated import Annotated, check_both_kinds
 from .fit import PRIOR_STRENGTH, first_rows, fit_clip_ml, head_scorer, run_calibration, score_rows
+from .images import annotated_images
 from .record import read_calibrations, write_calibration
+
 
 def read_labelled(path: str, reader: CacheReader) -> tuple[list[str], dict[str, np.ndarray]]:
     """(label names in first-seen order, split -> (rows, ±1 labels (rows, names))) of the annotated images."""
@@ -53,14 +57,6 @@ def annotated_rows(reader: CacheReader, split: str, rows: np.ndarray) -> RowSele
     return RowSelection.from_mask(split, reader.unit_rows(split), mask)
 
 
-def check_both_kinds(path: str, names: list[str], labels: np.ndarray) -> None:
-    """Refuse, naming them, labels with no positive or no negative among the annotated images."""
-    lacking = [f"{name} (no {'positive' if not (labels[:, j] == 1).any() else 'negative'})"
-               for j, name in enumerate(names) if not ((labels[:, j] == 1).any() and (labels[:, j] == -1).any())]
-    if lacking:
-        raise UsageError(f"{path}: cannot calibrate {len(lacking)} label(s): {', '.join(lacking)}")
-
-
 def destination_lock(config: CalibrateConfig):
     """The writer's lock on where the maps go: the run folder's, or one beside the `--out` file."""
     if config.out is not None:
@@ -79,15 +75,38 @@ def calibrate_from_annotations(config: CalibrateConfig) -> tuple[str, list[str]]
 
 def fit_annotated(config: CalibrateConfig) -> tuple[str, list[str]]:
     """`calibrate_from_annotations`'s work, once the lock is held."""
-    head, annotations, out, alpha, device = config.head, config.annotations, config.out, config.alpha, config.device
-    if config.cache is None:
-        raise UsageError("give --cache PATH: the annotated images' features are read from a cache "
-                         "(`ovml tag --save-cache` or `ovml extract` makes one from a folder)")
+    if config.images is not None:
+        annotated = annotated_images(config)
+    elif config.cache is not None:
+        annotated = annotated_cache(config)
+    else:
+        raise UsageError("give --images DIR (the annotated image files) or --cache PATH (their features, from "
+                         "`ovml extract` or `ovml tag --save-cache`)")
+    mean, spread = label_statistics(annotated.reference)
+    slope, intercept = fit_platt(standardise(annotated.scores, mean, spread), annotated.labels,
+                                 prior=annotated.base.shared, strength=PRIOR_STRENGTH)
+    highest = sigmoid(slope * standardise(annotated.reference, mean, spread).max(axis=0) + intercept)
+    source = f"{len(annotated.labels)} images of {os.path.basename(config.annotations)}" + annotated.note
+    base = annotated.base
+    base.labels.update({name: {"mean": float(mean[j]), "spread": float(spread[j]), "slope": float(slope[j]),
+                               "intercept": float(intercept[j]), "highest": float(highest[j]), "source": source}
+                        for j, name in enumerate(annotated.names)})
+    if config.out is not None and config.head is not None and not os.path.exists(config.out):
+        for key, record in read_calibrations(config.head).items():
+            if key != base.scorer:
+                write_calibration(config.out, record)
+    return write_calibration(config.out or config.head, base), annotated.names
+
+
+def annotated_cache(config: CalibrateConfig) -> Annotated:
+    """The annotated images' scores from their features in `config.cache`, standardised over the
+    cache's first rows."""
+    head, alpha, device = config.head, config.alpha, config.device
     torch_device = torch.device(device)
     with CacheReader(config.cache) as reader:
-        names, found = read_labelled(annotations, reader)
+        names, found = read_labelled(config.annotations, reader)
         labels = np.concatenate([values for _, values in found.values()])
-        check_both_kinds(annotations, names, labels)
+        check_both_kinds(config.annotations, names, labels)
         if head is not None:
             base = run_calibration(head, alpha, device)
             trained = load_trained_head(head, cache_pool(reader, torch_device), reader.num_heads, torch_device)
@@ -99,16 +118,4 @@ def fit_annotated(config: CalibrateConfig) -> tuple[str, list[str]]:
         scores = np.concatenate([score_rows(reader, annotated_rows(reader, split, rows), score, None, torch_device)[0]
                                  for split, (rows, _) in found.items()])
         reference, _ = score_rows(reader, first_rows(reader, reader.splits[0]), score, None, torch_device)
-    mean, spread = label_statistics(reference)
-    slope, intercept = fit_platt(standardise(scores, mean, spread), labels, prior=base.shared, strength=PRIOR_STRENGTH)
-    highest = sigmoid(slope * standardise(reference, mean, spread).max(axis=0) + intercept)
-    source = f"{len(labels)} images of {os.path.basename(annotations)}"
-    base.labels.update({name: {"mean": float(mean[j]), "spread": float(spread[j]), "slope": float(slope[j]),
-                               "intercept": float(intercept[j]), "highest": float(highest[j]), "source": source}
-                        for j, name in enumerate(names)})
-    if out is not None and head is not None and not os.path.exists(out):
-        stored = read_calibrations(head)
-        for key, record in stored.items():
-            if key != base.scorer:
-                write_calibration(out, record)
-    return write_calibration(out or head, base), names
+    return Annotated(names, scores, labels, reference, base)
