@@ -106,10 +106,11 @@ def load_tagger(run_dir: str | None = None, **settings) -> "Predictor":
 
 
 def train_head(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> "TrainResult":
-    """Train a head from a cache (as `ovml train-head`); writes `config.out` and returns the
-    summary (`.out`, `.best_epoch`, `.best_val_map`, `.last_loss`, `.seconds`)."""
-    from .train.trainer import train_head as run_training
-    return run_training(config, resume=resume, overwrite=overwrite)
+    """Train a head from a cache (as `ovml train-head`), then store its calibration; writes
+    `config.out` and returns the summary (`.out`, `.best_epoch`, `.best_val_map`, `.last_loss`,
+    `.seconds`)."""
+    from .calibrate.fit import train_calibrated
+    return train_calibrated(config, resume=resume, overwrite=overwrite)
 
 
 def evaluate(config: EvalConfig) -> "Evaluation":

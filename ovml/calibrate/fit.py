@@ -21,8 +21,10 @@ from ..errors import UsageError
 from ..evaluation.scoring import clip_ml_scores, head_parts
 from ..lock import LockError, folder_lock
 from ..metrics.calibration import f1_scores, fit_platt, fit_shared_map, label_statistics, sigmoid, standardise
-from ..train.saved_head import TrainedHead, load_trained_head
+from ..config import TrainConfig
 from ..train.run_folder import RunFolder
+from ..train.saved_head import TrainedHead, load_trained_head
+from ..train.trainer import TrainResult, train_head
 from .record import Calibration, read_calibrations, scorer_key, write_calibration
 
 REFERENCE_ROWS = 2048     # images whose scores standardise new labels (a cache's first usable rows)
@@ -159,3 +161,13 @@ def statistics_over(reader: CacheReader, selection: RowSelection, score_for: Cal
         mean, spread = label_statistics(scores)
         return mean, spread, standardise(scores, mean, spread).max(axis=0)
     return statistics
+
+
+def train_calibrated(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """`ovml train-head` and `ovml.train_head`: train, then fit the run's calibration on its
+    validation images and store it (calibration.json), so that `tag --threshold auto` finds it.
+    The trainer sits a layer below calibration, so the two steps are joined here."""
+    result = train_head(config, resume=resume, overwrite=overwrite)
+    if config.val_fraction > 0:
+        run_calibration(result.out, 0.0, config.device)
+    return result

@@ -130,8 +130,8 @@ def train_head(cache, out, head_name, epochs, batch_size, lr, lr_range_steps, we
     By default the learning rate, the logit scale and the query's length are measured on the
     data (--lr auto, --logit-scale auto, --q-init dense); --paper gives the paper's settings.
     """
+    from ..calibrate.fit import train_calibrated
     from ..locate import cache_stem, only_cache
-    from ..train.trainer import train_head as run_training
     settings = {"lr": lr, "logit_scale": logit_scale, "q_init": q_init, "attention_scales": attention_scales,
                 "attention_top_k": attention_top_k, "frozen": frozen, "attention_heads": attention_heads}
     if paper:
@@ -151,10 +151,7 @@ def train_head(cache, out, head_name, epochs, batch_size, lr, lr_range_steps, we
                          pseudo_unseen=pseudo_unseen, seed=seed, device=resolve_device(gpu, device), amp=amp,
                          split=split, in_memory=in_memory, shuffle_buffer=shuffle_buffer, allow_partial=allow_partial,
                          lock=lock, **settings)
-    result = run_training(config, resume=resume, overwrite=overwrite)
-    if config.val_fraction > 0:
-        from ..calibrate.fit import run_calibration
-        run_calibration(result.out, 0.0, config.device)     # calibration.json: `tag --threshold auto` reads it
+    result = train_calibrated(config, resume=resume, overwrite=overwrite)
     best = "n/a" if result.best_val_map is None else f"{result.best_val_map:.2f}"
     click.echo(f"{result.out}: {result.epochs} epochs in {result.seconds:.1f} s, last loss {result.last_loss:.4f}, "
                f"best epoch {result.best_epoch} (validation seen mAP {best})")
