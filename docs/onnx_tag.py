@@ -2,10 +2,12 @@
 (no torch, no ovml):
 
     pip install onnxruntime numpy pillow
-    python onnx_tag.py TAGGER_DIR photo.jpg [more.jpg ...] [--top-k 5] [--alpha 0.3]
+    python onnx_tag.py TAGGER_DIR photo.jpg [more.jpg ...] [--top-k 5] [--alpha 0.3] [--auto]
 
 It prints each image's top labels with the scores `ovml predict --head RUN --json` gives for the
 same labels (the labels are those exported, in tagger.json; their text embeddings are text.npy).
+With --auto it keeps only the labels whose calibrated probability reaches 0.5 and prints it beside
+the score, as `ovml predict --threshold auto` does (at the alpha the export was made for).
 The preprocessing is CLIP's: shorter side resized to the input size (bicubic), centre crop,
 RGB scaled to [0, 1] and normalised per channel.
 """
@@ -65,11 +67,27 @@ class Tagger:
                                                "alpha": np.asarray(alpha, dtype=np.float32)})
         return scores
 
-    def tag(self, paths: list[str], top_k: int = 5, alpha: float | None = None) -> list[list[tuple[str, float]]]:
-        """Each image's top-k (label, score), best first."""
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """(N, L) calibrated probabilities of (N, L) scores made at the export's alpha."""
+        maps = self.meta.get("probability")
+        if not maps:
+            raise SystemExit("this export has no probability maps (the run could not be calibrated)")
+        mean, spread, slope, intercept = (np.asarray(maps[key]) for key in ("mean", "spread", "slope", "intercept"))
+        return 1 / (1 + np.exp(-(slope * (scores - mean) / spread + intercept)))
+
+    def tag(self, paths: list[str], top_k: int = 5, alpha: float | None = None,
+            auto: bool = False) -> list[list[tuple]]:
+        """Each image's top-k (label, score), best first; with `auto` only the labels whose
+        probability reaches 0.5, as (label, score, probability)."""
+        if auto and alpha is not None and alpha != self.meta["alpha"]:
+            raise SystemExit(f"--auto: the probability maps are for alpha {self.meta['alpha']}, not {alpha}")
         scores = self.scores(paths, self.meta["alpha"] if alpha is None else alpha)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
-        return [[(self.labels[j], float(row[j])) for j in best] for row, best in zip(scores, order)]
+        order = np.argsort(-scores, axis=1, kind="stable")
+        if not auto:
+            return [[(self.labels[j], float(row[j])) for j in best[:top_k]] for row, best in zip(scores, order)]
+        probability = self.probabilities(scores)
+        return [[(self.labels[j], float(row[j]), float(p[j])) for j in best if p[j] >= 0.5][:top_k]
+                for row, p, best in zip(scores, probability, order)]
 
 
 def main() -> None:
@@ -78,10 +96,12 @@ def main() -> None:
     parser.add_argument("images", nargs="+")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--alpha", type=float, default=None, help="default: the one tagger.json names")
+    parser.add_argument("--auto", action="store_true", help="only the labels judged present (probability >= 0.5)")
     args = parser.parse_args()
     tagger = Tagger(args.folder)
-    for path, labels in zip(args.images, tagger.tag(args.images, args.top_k, args.alpha)):
-        print(f"{path}: " + ", ".join(f"{name} {score:.3f}" for name, score in labels))
+    for path, labels in zip(args.images, tagger.tag(args.images, args.top_k, args.alpha, args.auto)):
+        print(f"{path}: " + ", ".join(f"{name} {score:.3f}" + (f" (p {rest[0]:.2f})" if rest else "")
+                                      for name, score, *rest in labels))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,16 @@ def test_exported_graphs_score_as_predict_does(kind, tiny_run, tiny_vit_run, tmp
         assert [name for name, _ in onnx_labels] == [label["name"] for label in entry["labels"]]
         np.testing.assert_allclose([s for _, s in onnx_labels], [s for _, s in prediction.labels], atol=1e-4)
         np.testing.assert_allclose([s for _, s in onnx_labels], [label["score"] for label in entry["labels"]], atol=1e-4)
+    # Decisions: the exported maps are `predict --threshold auto`'s (alpha 0, the export's), and decide alike.
+    predictor = ovml.load_tagger(paths["run"], tower_precision="fp32")
+    maps = predictor.label_maps(LABELS, predictor.label_text(LABELS), 0.0)
+    scores = tagger.scores(images, 0.0)
+    np.testing.assert_allclose(tagger.probabilities(scores), maps.probabilities(scores), atol=1e-5)
+    decided = tagger.tag(images, top_k=len(LABELS), auto=True)
+    reference = predictor.predict(images, LABELS, top_k=len(LABELS), threshold="auto")
+    for onnx_labels, prediction in zip(decided, reference):
+        assert [name for name, *_ in onnx_labels] == [name for name, _ in prediction.labels]
+        np.testing.assert_allclose([p for *_, p in onnx_labels], prediction.probabilities or [], atol=1e-4)
     # Attention maps, batch and label axes dynamic: two images, two labels.
     settings = side["preprocess"]
     pixels = np.stack([onnx_tag().preprocess(p, settings["size"], settings["mean"], settings["std"]) for p in images[:2]])

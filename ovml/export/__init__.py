@@ -4,7 +4,9 @@ onnxruntime, numpy and Pillow run without torch or ovml (docs/onnx_tag.py does).
     tower.onnx   image (N, 3, S, S), normalised as CLIP's transform -> tokens (N, T, C), global (N, D)
     head.onnx    tokens, global, text (L, D), alpha () -> scores (N, L) [, attention (N, L, HW)]
     text.npy     (L, D) float32: the labels' prompt-ensembled text embeddings, in label order
-    tagger.json  label names, prompts, alpha, the preprocessing, shapes and the graphs' names;
+    tagger.json  label names, prompts, alpha, the preprocessing, shapes and the graphs' names; each
+                 label's probability map at that alpha (p = sigmoid(slope (s - mean) / spread +
+                 intercept), `ovml predict --threshold auto`'s) where the run can be calibrated;
                  the run's calibration.json, where it has one, is copied beside it and named here
 """
 from __future__ import annotations
@@ -65,8 +67,21 @@ def export_run(config: ExportConfig) -> ExportSummary:
     if os.path.isfile(calibration):
         replace_atomically(os.path.join(config.out, CALIBRATION_FILE), lambda path: shutil.copyfile(calibration, path))
         files.append(CALIBRATION_FILE)
-    write_json(os.path.join(config.out, "tagger.json"), side_file(config, tagger, names, outputs, files))
+    side = side_file(config, tagger, names, outputs, files) | {"probability": probability_maps(tagger, names, text,
+                                                                                              config.alpha)}
+    write_json(os.path.join(config.out, "tagger.json"), side)
     return ExportSummary(config.out, files, len(names), "attention" in outputs)
+
+
+def probability_maps(tagger: Predictor, names: list[str], text: torch.Tensor, alpha: float) -> dict | None:
+    """The labels' maps from scores to calibrated probabilities at `alpha`, as lists in label
+    order; None when the run has neither validation images nor a stored calibration."""
+    try:
+        maps = tagger.label_maps(names, text, alpha)
+    except UsageError:
+        return None
+    return {"alpha": alpha, "mean": maps.mean.tolist(), "spread": maps.spread.tolist(),
+            "slope": maps.slope.tolist(), "intercept": maps.intercept.tolist()}
 
 
 def save_array(path: str, text: torch.Tensor) -> None:
