@@ -224,8 +224,8 @@ class ServeConfig:
     token: str | None = None             # every API request must carry it (Authorization: Bearer, or a form
                                          # field `token`); needed to bind beyond loopback
     insecure: bool = False               # bind beyond loopback without a token
-    workers: int = 512                   # connections served at once, a thread each (predictions still run
-                                         # one at a time)
+    workers: int = 512                   # connections served at once, a thread each (their images share
+                                         # tower passes through the batcher below)
     waiting: int = 256                   # accepted connections waiting for a worker; beyond, 503 Retry-After
     timeout: float = 10.0                # seconds for a request's headers, and the longest silence in a body
     max_batch: int = 16                  # images of concurrent requests run through the tower as one batch

@@ -60,9 +60,9 @@ def test_a_failing_pass_fails_its_callers_and_the_batcher_goes_on():
 
 def test_a_batching_server_answers_concurrent_requests_as_one_at_a_time(tiny_run):
     tagger = ovml.load_tagger(tiny_run["run"])
-    batcher = TowerBatcher(tagger.encode_images, max_batch=8, wait_s=0.05)
-    tagger.encode_images = batcher.encode
-    one_at_a_time, concurrent = make_server(tagger, ServeConfig(port=0)), make_server(tagger, ServeConfig(port=0), concurrent=True)
+    one_at_a_time = make_server(tagger, ServeConfig(port=0))
+    concurrent = make_server(tagger, ServeConfig(port=0, max_batch=8, batch_wait_ms=50), batched=True)
+    batcher = concurrent.batcher
     for server in (one_at_a_time, concurrent):
         threading.Thread(target=server.serve_forever, daemon=True).start()
     names = ["001.png", "003.png", "005.png", "007.png", "009.png", "011.png"]
@@ -89,4 +89,4 @@ def test_a_batching_server_answers_concurrent_requests_as_one_at_a_time(tiny_run
     for server in (one_at_a_time, concurrent):
         server.shutdown()
         server.server_close()
-    batcher.close()
+    assert concurrent.batcher is None and tagger.encode_images == tagger.backbone.encode   # the server's own

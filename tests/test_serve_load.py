@@ -33,8 +33,8 @@ def tagger(tiny_run):
     return ovml.load_tagger(tiny_run["run"])
 
 
-def start(tagger, **options):
-    server = make_server(tagger, ServeConfig(port=0, **options))
+def start(tagger, batched: bool = False, **options):
+    server = make_server(tagger, ServeConfig(port=0, **options), batched=batched)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -72,10 +72,11 @@ def ask(server, method: str, path: str, body: bytes | None = None, headers: dict
         connection.close()
 
 
-def test_a_burst_of_clients_is_answered_in_full(tagger):
+@pytest.mark.parametrize("batched", [False, True], ids=["one at a time", "batched as ovml serve runs"])
+def test_a_burst_of_clients_is_answered_in_full(tagger, batched):
     """64 clients x 8 requests at once: every one 200, each the single request's answer (the
     standard library's backlog of 5 reset one connection in 128 under 32 clients)."""
-    server = start(tagger)
+    server = start(tagger, batched)
     body = form({"labels": "red square, green disc, cat", "top_k": "3"}, small_png())
     try:
         single = ask(server, "POST", "/api/predict", body, FORM_TYPE)
@@ -106,7 +107,8 @@ def test_a_burst_of_clients_is_answered_in_full(tagger):
     wrong = [(status, answer) for status, answer, _ in results if status != 200 or answer != single[2]]
     assert not wrong, wrong[:3]
     latencies = sorted(latency for _, _, latency in results)
-    print(f"\nserve load: {CLIENTS} clients x {REQUESTS} requests, all 200 and identical; "
+    print(f"\nserve load ({'batched' if batched else 'one at a time'}): {CLIENTS} clients x {REQUESTS} requests, "
+          "all 200 and identical; "
           f"p50 {1000 * statistics.median(latencies):.0f} ms, "
           f"p99 {1000 * latencies[int(0.99 * len(latencies)) - 1]:.0f} ms, "
           f"{len(results) / seconds:.1f} requests/s")

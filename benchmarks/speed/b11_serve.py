@@ -27,7 +27,6 @@ from benchmarks.common import photo_like, random_clip_file
 from ovml.config import PredictConfig, ServeConfig
 from ovml.predict.predictor import Predictor
 from ovml.serve.app import make_server
-from ovml.serve.batcher import TowerBatcher
 
 BOUNDARY = "b11-boundary"
 LABELS = "dog, cat, beach, sunset, car, tree, person, building"
@@ -76,9 +75,9 @@ def requests_per_second(port: int, bodies: list[bytes], clients: int) -> float:
     return len(bodies) / (time.perf_counter() - started)
 
 
-def serving(tagger: Predictor, concurrent: bool):
+def serving(tagger: Predictor, config: ServeConfig, batched: bool):
     """A server on a free loopback port, serving in a background thread."""
-    server = make_server(tagger, ServeConfig(port=0), concurrent=concurrent)
+    server = make_server(tagger, config, batched=batched)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -101,10 +100,9 @@ def main() -> None:
         buffer = io.BytesIO()
         photo_like(((640, 480), (500, 375), (480, 640))[i % 3], seed=i).save(buffer, format="JPEG", quality=90)
         bodies.append(form(buffer.getvalue()))
-    tower = tagger.encode_images
-    batcher = TowerBatcher(tower, args.max_batch, args.wait_ms / 1000)
-    tagger.encode_images = batcher.encode
-    batched, locked = serving(tagger, concurrent=True), serving(tagger, concurrent=False)
+    config = ServeConfig(port=0, max_batch=args.max_batch, batch_wait_ms=args.wait_ms)
+    batched, locked = serving(tagger, config, batched=True), serving(tagger, config, batched=False)
+    batcher = batched.batcher
     arms = {"1 client": (batched, 1), f"{args.clients} clients, batched": (batched, args.clients),
             f"{args.clients} clients, one at a time": (locked, args.clients)}
     requests_per_second(batched.server_address[1], bodies[:args.clients], args.clients)   # warm-up
@@ -119,7 +117,6 @@ def main() -> None:
     for server in (batched, locked):
         server.shutdown()
         server.server_close()
-    batcher.close()
     median = {name: statistics.median(values) for name, values in rates.items()}
     device = "cuda:0" if args.gpu else f"CPU ({tagger.backbone.describe()['precision']})"
     for name, rate in median.items():

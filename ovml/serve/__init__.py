@@ -16,14 +16,11 @@ def serve(config: ServeConfig, echo: Callable[[str], None] = print) -> None:
     beyond loopback needs `config.token` (or `config.insecure`)."""
     from ..predict.predictor import Predictor
     from .app import check_exposure, make_server
-    from .batcher import TowerBatcher
     check_exposure(config)                     # before the model loads: a refusal comes at once
     tagger = Predictor(config.tagger)
     if tagger.backbone.note:
         echo(f"note: {tagger.backbone.note}")
-    batcher = TowerBatcher(tagger.encode_images, config.max_batch, config.batch_wait_ms / 1000)
-    tagger.encode_images = batcher.encode
-    server = make_server(tagger, config, log=echo, concurrent=True)
+    server = make_server(tagger, config, log=echo, batched=True)
     echo(f"ovml serve: {server.url} ({tagger.backbone.name}"
          + (f", head {config.tagger.head}" if config.tagger.head else ", CLIP-ML alone") + "; Ctrl-C to stop)")
     try:
@@ -32,7 +29,6 @@ def serve(config: ServeConfig, echo: Callable[[str], None] = print) -> None:
         echo("stopped")
     finally:
         server.server_close()
-        batcher.close()
 
 
 __all__ = ["serve"]

@@ -30,6 +30,7 @@ from typing import Callable
 
 from ..config import ServeConfig
 from ..errors import UsageError
+from .batcher import TowerBatcher
 from .connections import DeadlineReader, PooledHTTPServer, body_deadline
 from .forms import FormField, RequestError, parse_form
 
@@ -58,20 +59,33 @@ def is_loopback(host: str) -> bool:
 
 
 class TaggingServer(PooledHTTPServer):
-    """Serves one loaded tagger; predictions run one at a time (one model, shared), or with
-    `concurrent` side by side (a tagger whose tower batches concurrent calls, serve/batcher.py)."""
+    """Serves one loaded tagger. With `batched` (as `ovml serve` runs) requests are answered side
+    by side, the images of concurrent requests sharing the tower's passes (serve/batcher.py, set
+    on the tagger until the server closes); without, predictions run one at a time."""
 
     def __init__(self, config: ServeConfig, tagger, log: Callable[[str], None] | None = None,
-                 concurrent: bool = False):
+                 batched: bool = False):
         super().__init__((config.host, config.port), TaggingHandler, config.workers, config.waiting, config.timeout)
         self.token = config.token
         self.tagger = tagger
-        self.lock = contextlib.nullcontext() if concurrent else threading.Lock()
+        self.batcher: TowerBatcher | None = None
+        if batched:
+            self.batcher = TowerBatcher(tagger.encode_images, config.max_batch, config.batch_wait_ms / 1000)
+            tagger.encode_images = self.batcher.encode
+        self.lock = contextlib.nullcontext() if batched else threading.Lock()
         self.log = log
         self.info = {"model": os.path.basename(tagger.backbone.name), "head": os.path.basename(os.path.normpath(tagger.run or "")),
                      "attention": tagger.has_attention, "top_k": tagger.config.top_k,
                      "calibrated": tagger.run is not None or tagger.config.calibration is not None,
                      "vocabulary": tagger.vocabulary()}
+
+    def server_close(self) -> None:
+        """Close the socket, then stop the batcher once the requests it holds are answered."""
+        super().server_close()
+        if self.batcher is not None:
+            self.tagger.encode_images = self.batcher.run
+            self.batcher.close()
+            self.batcher = None
 
     @property
     def url(self) -> str:
@@ -277,8 +291,8 @@ def check_exposure(config: ServeConfig) -> None:
 
 
 def make_server(tagger, config: ServeConfig, log: Callable[[str], None] | None = None,
-                concurrent: bool = False) -> TaggingServer:
+                batched: bool = False) -> TaggingServer:
     """A server for `tagger` (a loaded `Predictor`) bound to `config`'s host and port (0: any free
-    one); `concurrent` answers requests side by side instead of one at a time."""
+    one); `batched` answers requests side by side, their images batched through the tower."""
     check_exposure(config)
-    return TaggingServer(config, tagger, log, concurrent)
+    return TaggingServer(config, tagger, log, batched)
