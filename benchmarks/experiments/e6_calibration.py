@@ -71,9 +71,10 @@ def per_label_best(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def few_shot(scores: np.ndarray, labels: np.ndarray, shared: tuple[float, float], shots: int,
-             rng: np.random.Generator) -> dict:
+             rng: np.random.Generator, level: float) -> dict:
     """`calibrate` from `shots` positives a label (annotated images: the union, every label) on the first half;
-    macro-F1 on the second half, beside the per-label upper bound there."""
+    macro-F1 on the second half at p >= 0.5 (`auto`) and at the validation F1 level (`auto-f1`), beside the
+    per-label upper bound there."""
     half = len(scores) // 2
     pool, rest = np.arange(half), np.arange(half, len(scores))
     chosen = set()
@@ -86,8 +87,10 @@ def few_shot(scores: np.ndarray, labels: np.ndarray, shared: tuple[float, float]
                                  strength=PRIOR_STRENGTH)
     probabilities = sigmoid(slope[None] * standardise(scores[rest], mean, spread) + intercept[None])
     ours = f1_scores(probabilities >= 0.5, labels[rest])["macro_f1"]
+    at_level = f1_scores(probabilities >= level, labels[rest])["macro_f1"]
     bound = f1_scores(per_label_best(scores[rest], labels[rest]), labels[rest])["macro_f1"]
     return {"macro_f1": ours, "upper_bound": bound, "ratio": ours / bound if bound else float("nan"),
+            "f1_level_macro_f1": at_level, "f1_level_ratio": at_level / bound if bound else float("nan"),
             "images": len(picked), "ece": ece(probabilities, labels[rest])}
 
 
@@ -117,7 +120,7 @@ def one_world(world_name: str, seed: int, args, folder: str) -> dict:
         entry["per-label thresholds (upper bound)"] = quality(per_label_best(s, y), y)
         rng = np.random.default_rng([seed, 21])
         for shots in SHOTS:
-            entry[f"calibrate {shots}"] = few_shot(s, y, calibration.shared, shots, rng)
+            entry[f"calibrate {shots}"] = few_shot(s, y, calibration.shared, shots, rng, level)
         results[group] = entry
     return {"results": results, "shared_from": calibration.shared_from, "f1_level": level}
 
@@ -155,7 +158,8 @@ def table(all_results: dict) -> list[str]:
             values = [r["results"][group][method] for r in all_results.values()]
             mean = lambda key: np.nanmean([v.get(key, np.nan) for v in values])
             extra = (f"  (upper bound on those labels {mean('upper_bound'):.1f}: {100 * mean('ratio'):.0f} %, "
-                     f"{mean('images'):.0f} images)" if "ratio" in values[0] else "")
+                     f"{mean('images'):.0f} images; at the F1 level {mean('f1_level_macro_f1'):.1f}, "
+                     f"{100 * mean('f1_level_ratio'):.0f} %)" if "ratio" in values[0] else "")
             ece_text = f"{mean('ece'):.3f}" if "ece" in values[0] else "-"
             micro = f"{mean('micro_f1'):.1f}" if "micro_f1" in values[0] else "-"
             lines.append(f"  {method:38s} {mean('macro_f1'):5.1f} / {micro:>5s} / {ece_text}{extra}")
