@@ -278,6 +278,8 @@ class ExportConfig:
     model: str | None = None             # CLIP name or weights file (None: the head's)
     prompts: str | None = None           # 'imagenet80' or a template file (None: the head's cache's)
     download_root: str | None = None     # where named CLIP models are kept
+    lock: bool = True                    # hold the output folder's writer lock (False: --no-lock, for file
+                                         # systems without locks; then no other process may write it)
 
 
 def from_dict(kind: type[T], values: dict) -> T:

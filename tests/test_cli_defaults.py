@@ -53,7 +53,7 @@ CARRIED = {
     "serve": {**same(ServeConfig, "host", "port", "token", "insecure", "max_batch", "batch_wait_ms"),
               **same(PredictConfig, "head", "model", "prompts", "calibration", "device", "download_root", "engine",
                      "tower_precision")},
-    "export": same(ExportConfig, "alpha", "model", "prompts", "download_root"),
+    "export": same(ExportConfig, "alpha", "model", "prompts", "download_root", "lock"),
     "demo": same(DemoConfig, "out", "seed", "quick"),
 }
 # command -> parameters with no default of their own: fields without a default that the command

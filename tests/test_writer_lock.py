@@ -20,8 +20,9 @@ from ovml.cache.reader import CacheReader
 from ovml.cache.writer import cache_writer_lock
 from ovml.cli import main
 from ovml.calibrate.annotations import calibrate_from_annotations
-from ovml.config import (AddLabelsConfig, CalibrateConfig, CheckConfig, ExtractConfig, FinetuneConfig, ReproduceConfig,
-                         TagConfig, TrainConfig)
+from ovml.config import (AddLabelsConfig, CalibrateConfig, CheckConfig, ExportConfig, ExtractConfig, FinetuneConfig,
+                         ReproduceConfig, TagConfig, TrainConfig)
+from ovml.export import export_run
 from ovml.experiments.reproduce import reproduce
 from ovml.extract.add_labels import add_labels
 from ovml.extract.runner import run_extraction
@@ -152,7 +153,8 @@ def test_refused_writers_leave_nothing_behind(tmp_path, tiny_run):
             ("table", lambda out: reproduce(ReproduceConfig(table=1, cache=cache, out=out))),
             ("tagged", lambda out: run_tag(TagConfig(out=out, cache=cache, labels="red_square"))),
             ("calibrated-run", lambda out: calibrate_from_annotations(CalibrateConfig(
-                annotations=str(annotations), head=out, cache=cache)))):
+                annotations=str(annotations), head=out, cache=cache))),
+            ("tagger", lambda out: export_run(ExportConfig(head=tiny_run["run"], out=out)))):
         out = str(tmp_path / folder)
         with WriterLock(out, os.path.join(out, FOLDER_LOCK)):
             with pytest.raises(LockError, match="being written by pid"):

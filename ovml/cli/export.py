@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..config import ExportConfig
-from .common import default, user_errors
+from .common import default, lock_option, user_errors
 
 
 @click.command("export")
@@ -20,8 +20,9 @@ from .common import default, user_errors
               help="'imagenet80' or a template file [default: the head's cache's].")
 @click.option("--download-root", default=default(ExportConfig, "download_root"),
               help="Where named models are kept [$OVML_CLIP_CACHE].")
+@lock_option(ExportConfig)
 @user_errors
-def export_command(head, out, labels, labels_file, alpha, model, prompts, download_root) -> None:
+def export_command(head, out, labels, labels_file, alpha, model, prompts, download_root, lock) -> None:
     """Write tower.onnx (image -> X' tokens, global), head.onnx (tokens, global, label text ->
     scores and attention maps), text.npy and tagger.json: a tagger for onnxruntime + numpy + PIL
     (docs/onnx_tag.py runs it)."""
@@ -29,6 +30,6 @@ def export_command(head, out, labels, labels_file, alpha, model, prompts, downlo
     from ..predict.predictor import read_label_names
     names = tuple(read_label_names(labels, labels_file)) if labels or labels_file else ()
     summary = export_run(ExportConfig(head=head, out=out, labels=names, alpha=alpha, model=model, prompts=prompts,
-                                      download_root=download_root))
+                                      download_root=download_root, lock=lock))
     click.echo(f"{summary.out}: {', '.join(summary.files)} ({summary.labels} labels"
                + (", attention maps" if summary.attention else "") + ")")

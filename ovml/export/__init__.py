@@ -23,6 +23,7 @@ from ..errors import UsageError
 from ..extract.backbone.onnx_tower import export_tower
 from ..extract.images import CLIP_MEAN, CLIP_STD
 from ..files import replace_atomically, write_json
+from ..lock import folder_lock
 from ..predict.predictor import Predictor, parse_label_names
 from .graphs import export_head
 
@@ -42,11 +43,18 @@ class ExportSummary:
 
 
 def export_run(config: ExportConfig) -> ExportSummary:
-    """Export `config.head` (its head and the CLIP it was trained on) to the folder `config.out`:
-    the labels are `config.labels`, else the vocabulary of the run's cache. Each file is written
-    atomically and tagger.json last, so a folder with tagger.json holds a whole tagger."""
+    """Export `config.head` (its head and the CLIP it was trained on) to the folder `config.out`,
+    holding the folder's writer lock: the labels are `config.labels`, else the vocabulary of the
+    run's cache. Each file is written atomically and tagger.json last, so a folder with
+    tagger.json holds a whole tagger."""
     if not 0 <= config.alpha <= 1:
         raise UsageError(f"alpha must lie in [0, 1], got {config.alpha}")
+    with folder_lock(config.out, config.lock):
+        return write_tagger(config)
+
+
+def write_tagger(config: ExportConfig) -> ExportSummary:
+    """`export_run`'s work, once the lock is held."""
     tagger = Predictor(PredictConfig(head=config.head, model=config.model, prompts=config.prompts,
                                      download_root=config.download_root, engine="torch", tower_precision="fp32"))
     names = parse_label_names(config.labels) if config.labels else tagger.vocabulary()
