@@ -23,7 +23,6 @@ import torch
 from click.testing import CliRunner
 
 from ovml.cli import main
-from ovml.config import TrainConfig
 from ovml.heads.losses import (ProjectionHead, hinge_ranking_loss, ranking_loss, supervised_contrastive_loss)
 from ovml.precision import AMP_DTYPES, MixedPrecision
 from ovml.synthetic.planted import PlantedWorld, write_planted_world

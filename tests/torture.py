@@ -21,9 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ovml.cache.check import check_cache
 from ovml.cache.store import open_store
-from ovml.config import CheckConfig
 from tests.cache_arrays import all_arrays
 from tests.processes import Launcher
 

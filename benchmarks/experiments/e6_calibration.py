@@ -4,7 +4,8 @@ For each planted world and seed: train a head (`train-head --pseudo-unseen F`), 
 its validation images (ovml/calibrate/fit.py), score the test split at alpha 0 over every label, and
 decide with each rule over the whole vocabulary; report unseen and seen labels apart: macro-F1,
 micro-F1 and ECE (15 bins) of `auto` (probability >= 0.5; new labels standardised over the test
-images at hand), of the shared map on raw scores without standardisation (the variant it replaced),
+images at hand) and `auto-f1` (probability >= each label's level of best expected F1 over those
+images, no labels used), of the shared map on raw scores without standardisation (the variant it replaced),
 the best single global threshold on the raw score chosen on the test labels (hindsight), per-label
 thresholds chosen on the test labels (the upper bound), MCut and top-3; and `calibrate` from 5, 10,
 20 labelled positives per label (drawn from half of the test images, annotated for every label, as
@@ -27,9 +28,10 @@ import torch
 from ovml.cache.batches import RowSelection, cache_pool
 from ovml.cache.reader import CacheReader
 from ovml.calibrate.fit import PRIOR_STRENGTH, fit_run, head_scorer, score_rows
+from ovml.calibrate.record import reference_statistics
 from ovml.config import TrainConfig
-from ovml.metrics.calibration import (best_threshold, ece, f1_scores, fit_platt, fit_shared_map, label_statistics,
-                                      sigmoid, standardise)
+from ovml.metrics.calibration import (best_threshold, ece, expected_f1_levels, f1_scores, fit_platt, fit_shared_map,
+                                      label_statistics, sigmoid, standardise)
 from ovml.synthetic.planted import WORLDS, write_planted_world
 from ovml.tag.rules import MCut, TopK
 from ovml.train.saved_head import load_trained_head
@@ -71,10 +73,10 @@ def per_label_best(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def few_shot(scores: np.ndarray, labels: np.ndarray, shared: tuple[float, float], shots: int,
-             rng: np.random.Generator, level: float) -> dict:
+             rng: np.random.Generator) -> dict:
     """`calibrate` from `shots` positives a label (annotated images: the union, every label) on the first half;
-    macro-F1 on the second half at p >= 0.5 (`auto`) and at the validation F1 level (`auto-f1`), beside the
-    per-label upper bound there."""
+    macro-F1 on the second half at p >= 0.5 (`auto`) and at each label's level of best expected F1 over that
+    half (`auto-f1`, no labels used), beside the per-label upper bound there."""
     half = len(scores) // 2
     pool, rest = np.arange(half), np.arange(half, len(scores))
     chosen = set()
@@ -87,10 +89,10 @@ def few_shot(scores: np.ndarray, labels: np.ndarray, shared: tuple[float, float]
                                  strength=PRIOR_STRENGTH)
     probabilities = sigmoid(slope[None] * standardise(scores[rest], mean, spread) + intercept[None])
     ours = f1_scores(probabilities >= 0.5, labels[rest])["macro_f1"]
-    at_level = f1_scores(probabilities >= level, labels[rest])["macro_f1"]
+    at_level = f1_scores(probabilities >= expected_f1_levels(probabilities)[None], labels[rest])["macro_f1"]
     bound = f1_scores(per_label_best(scores[rest], labels[rest]), labels[rest])["macro_f1"]
     return {"macro_f1": ours, "upper_bound": bound, "ratio": ours / bound if bound else float("nan"),
-            "f1_level_macro_f1": at_level, "f1_level_ratio": at_level / bound if bound else float("nan"),
+            "auto_f1_macro_f1": at_level, "auto_f1_ratio": at_level / bound if bound else float("nan"),
             "images": len(picked), "ece": ece(probabilities, labels[rest])}
 
 
@@ -103,12 +105,11 @@ def one_world(world_name: str, seed: int, args, folder: str) -> dict:
                            pseudo_unseen=args.pseudo_unseen))
     calibration = fit_run(run, 0.0)
     scores, labels, seen, names = test_scores(cache, run)
-    maps = calibration.maps(names, lambda columns: (*label_statistics(scores[:, columns]),
-                                                   np.zeros(len(columns))))
+    maps = calibration.maps(names, reference_statistics(scores))
     probabilities = maps.probabilities(scores)
-    raw, level = validation_variants(run, calibration, scores)
+    raw = raw_variant(run, scores)
     rules = {"auto": (probabilities >= 0.5, probabilities),
-             "auto at the validation F1 level": (probabilities >= level, probabilities),
+             "auto-f1": (probabilities >= maps.choose_f1_levels(scores).f1_levels[None], probabilities),
              "shared map on raw scores": (raw >= 0.5, raw),
              "mcut": (MCut().decide(scores), None), "top-3": (TopK(3).decide(scores), None)}
     results = {}
@@ -120,17 +121,14 @@ def one_world(world_name: str, seed: int, args, folder: str) -> dict:
         entry["per-label thresholds (upper bound)"] = quality(per_label_best(s, y), y)
         rng = np.random.default_rng([seed, 21])
         for shots in SHOTS:
-            entry[f"calibrate {shots}"] = few_shot(s, y, calibration.shared, shots, rng, level)
+            entry[f"calibrate {shots}"] = few_shot(s, y, calibration.shared, shots, rng)
         results[group] = entry
-    return {"results": results, "shared_from": calibration.shared_from, "f1_level": level}
+    return {"results": results, "shared_from": calibration.shared_from}
 
 
-def validation_variants(run: str, calibration, scores: np.ndarray) -> tuple[np.ndarray, float]:
-    """The variant without standardisation (one Platt map on raw scores, fitted on the run's validation
-    images' pseudo-unseen labels, applied to every label: its probabilities), and the probability level
-    of best macro-F1 for the shared map on those labels (F1's best level on calibrated probabilities
-    is about half the best F1, not 0.5)."""
-    from ovml.calibrate.fit import score_rows as rows
+def raw_variant(run: str, scores: np.ndarray) -> np.ndarray:
+    """The variant without standardisation: one Platt map on raw scores, fitted on the run's validation
+    images' pseudo-unseen labels and applied to every label; its probabilities."""
     config = json.load(open(os.path.join(run, "config.json")))
     device = torch.device("cpu")
     with CacheReader(config["cache"]["path"]) as reader:
@@ -139,14 +137,10 @@ def validation_variants(run: str, calibration, scores: np.ndarray) -> tuple[np.n
         split = config["validation"]["split"]
         selection = RowSelection.from_mask(split, reader.unit_rows(split), reader.usable_rows(split),
                                            config["validation"]["units"])
-        val_scores, val_labels = rows(reader, selection, head_scorer(head, 0.0, reader.text[held], device), held,
-                                      device)
+        val_scores, val_labels = score_rows(reader, selection, head_scorer(head, 0.0, reader.text[held], device),
+                                            held, device)
     slope, intercept = fit_shared_map(val_scores, val_labels)
-    shared = sigmoid(calibration.shared[0] * standardise(val_scores, *label_statistics(val_scores))
-                     + calibration.shared[1])
-    levels = np.round(np.arange(0.1, 0.61, 0.05), 2)
-    level = max(levels, key=lambda t: f1_scores(shared >= t, val_labels)["macro_f1"])
-    return sigmoid(slope * scores + intercept), float(level)
+    return sigmoid(slope * scores + intercept)
 
 
 def table(all_results: dict) -> list[str]:
@@ -158,8 +152,8 @@ def table(all_results: dict) -> list[str]:
             values = [r["results"][group][method] for r in all_results.values()]
             mean = lambda key: np.nanmean([v.get(key, np.nan) for v in values])
             extra = (f"  (upper bound on those labels {mean('upper_bound'):.1f}: {100 * mean('ratio'):.0f} %, "
-                     f"{mean('images'):.0f} images; at the F1 level {mean('f1_level_macro_f1'):.1f}, "
-                     f"{100 * mean('f1_level_ratio'):.0f} %)" if "ratio" in values[0] else "")
+                     f"{mean('images'):.0f} images; auto-f1 {mean('auto_f1_macro_f1'):.1f}, "
+                     f"{100 * mean('auto_f1_ratio'):.0f} %)" if "ratio" in values[0] else "")
             ece_text = f"{mean('ece'):.3f}" if "ece" in values[0] else "-"
             micro = f"{mean('micro_f1'):.1f}" if "micro_f1" in values[0] else "-"
             lines.append(f"  {method:38s} {mean('macro_f1'):5.1f} / {micro:>5s} / {ece_text}{extra}")
@@ -181,8 +175,7 @@ def main() -> None:
         for world_name in args.worlds.split(","):
             for seed in map(int, args.seeds.split(",")):
                 results[f"{world_name}/{seed}"] = one_world(world_name, seed, args, folder)
-                print(f"{world_name} seed {seed}: shared map fitted on {results[f'{world_name}/{seed}']['shared_from']}, "
-                      f"validation F1 level {results[f'{world_name}/{seed}']['f1_level']:g}")
+                print(f"{world_name} seed {seed}: shared map fitted on {results[f'{world_name}/{seed}']['shared_from']}")
                 print("\n".join(table({f"{world_name}/{seed}": results[f"{world_name}/{seed}"]})), flush=True)
                 if args.json:
                     with open(args.json, "w") as handle:

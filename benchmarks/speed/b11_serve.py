@@ -17,7 +17,6 @@ import argparse
 import http.client
 import io
 import json
-import os
 import statistics
 import tempfile
 import threading

@@ -20,8 +20,8 @@ from ..errors import UsageError
 from ..tag.rules import AllOf, Calibrated, Rule
 from ..train.run_folder import RunFolder
 from ..train.saved_head import TrainedHead, load_trained_head
-from .fit import first_rows, fit_clip_ml, head_scorer, run_calibration, statistics_over
-from .record import Calibration, LabelMaps, read_calibrations, scorer_key
+from .fit import first_rows, fit_clip_ml, head_scorer, run_calibration, score_rows
+from .record import Calibration, LabelMaps, read_calibrations, reference_statistics, scorer_key
 
 
 def calibrated_part(rule: Rule) -> Calibrated | None:
@@ -79,7 +79,8 @@ def scorer_calibration(head_run: str | None, alpha: float, reader: CacheReader |
 
 def label_maps(names: list[str], text: np.ndarray, head_run: str | None, alpha: float,
                reader: CacheReader | None, device: str = "cpu", calibration_file: str | None = None) -> LabelMaps:
-    """The maps of `names` (text (L, D)) for the head of `head_run` at `alpha` (CLIP-ML without one)."""
+    """The maps of `names` (text (L, D)) for the head of `head_run` at `alpha` (CLIP-ML without one),
+    with each label's `auto-f1` level chosen over the same reference images."""
     torch_device = torch.device(device)
     calibration = scorer_calibration(head_run, alpha, reader, device, calibration_file)
     if head_run is None and reader is None:
@@ -95,9 +96,9 @@ def label_maps(names: list[str], text: np.ndarray, head_run: str | None, alpha: 
             selection = RowSelection.from_mask(split, opened.unit_rows(split), opened.usable_rows(split), units)
         else:
             selection = first_rows(opened, split)
-        statistics = statistics_over(opened, selection, lambda columns: head_scorer(head, alpha, text[columns],
-                                                                                    torch_device), device)
-        return calibration.maps(names, statistics)
+        reference, _ = score_rows(opened, selection, head_scorer(head, alpha, text, torch_device), None,
+                                  torch_device)                                                  # (m, L)
+        return calibration.maps(names, reference_statistics(reference)).choose_f1_levels(reference)
     finally:
         if opened is not reader:
             opened.close()

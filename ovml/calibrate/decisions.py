@@ -3,7 +3,7 @@
 For CLIP-ML and each head (at alpha 0, the alpha its calibration.json is fitted at), every label of
 the cache is scored on the test images, calibrated as `tag --cache` calibrates (new labels
 standardised over these images, unlabelled use only), decided at probability 0.5 (`auto`) and at
-the level of best F1 on the run's validation images (`auto-f1`), and reported
+each label's level of best expected F1 over these images (`auto-f1`, no labels used), and reported
 for seen and unseen labels apart: macro-F1 (labels with a positive), micro-F1 and the expected
 calibration error (15 equal-width bins over every annotated pair). The score matrix is held whole:
 an opt-in report for caches of planted or benchmark size.
@@ -18,9 +18,10 @@ import torch
 from ..cache.batches import RowSelection, cache_pool
 from ..cache.reader import CacheReader
 from ..config import EvalConfig
-from ..metrics.calibration import ece, f1_scores, label_statistics, standardise
+from ..metrics.calibration import ece, f1_scores
 from ..train.saved_head import load_trained_head
 from .fit import fit_clip_ml, head_scorer, run_calibration, score_rows
+from .record import reference_statistics
 
 
 def decision_rows(config: EvalConfig) -> list[dict]:
@@ -37,26 +38,23 @@ def decision_rows(config: EvalConfig) -> list[dict]:
         for method, run, head in scorers:
             scores, labels = score_rows(reader, selection, head_scorer(head, 0.0, reader.text, device), columns, device)
             calibration = run_calibration(run, 0.0, config.device) if run else fit_clip_ml(reader, config.device)
-
-            def statistics(wanted, scores=scores):
-                mean, spread = label_statistics(scores[:, wanted])
-                return mean, spread, standardise(scores[:, wanted], mean, spread).max(axis=0)
-            maps = calibration.maps(names, statistics)
+            maps = calibration.maps(names, reference_statistics(scores)).choose_f1_levels(scores)
             probabilities = maps.probabilities(scores)
             for group, chosen in (("unseen", ~reader.seen), ("seen", reader.seen)):
-                for rule, level in (("auto", 0.5), ("auto-f1", maps.f1_level)):
+                for rule, level in (("auto", np.full(len(names), 0.5)), ("auto-f1", maps.f1_levels)):
                     if not chosen.any():
                         continue
-                    quality = f1_scores(probabilities[:, chosen] >= level, labels[:, chosen])
+                    quality = f1_scores(probabilities[:, chosen] >= level[chosen][None], labels[:, chosen])
                     entries.append({"method": method or head.name, "run": run and os.path.abspath(run),
-                                    "labels": group, "rule": rule, "level": level, "macro_f1": quality["macro_f1"],
+                                    "labels": group, "rule": rule, "level": float(np.median(level[chosen])),
+                                    "macro_f1": quality["macro_f1"],
                                     "micro_f1": quality["micro_f1"], "ece": ece(probabilities[:, chosen],
                                                                                  labels[:, chosen])})
     return entries
 
 
 def decision_lines(entries: list[dict]) -> list[str]:
-    lines = ["decisions (auto: probability >= 0.5; auto-f1: >= the level of best F1 on the run's validation images)",
+    lines = ["decisions (auto: probability >= 0.5; auto-f1: >= each label's level of best expected F1, median shown)",
              f"{'method':10s} {'labels':7s} {'rule':13s} {'macro-F1':>8s} {'micro-F1':>8s} {'ECE':>6s}"]
     lines += [f"{e['method']:10s} {e['labels']:7s} {e['rule'] + ' ' + format(e['level'], 'g'):13s} "
               f"{e['macro_f1']:8.2f} {e['micro_f1']:8.2f} {e['ece']:6.3f}" for e in entries]

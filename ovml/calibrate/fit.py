@@ -20,7 +20,7 @@ from ..cache.reader import CacheReader
 from ..errors import UsageError
 from ..evaluation.scoring import clip_ml_scores, head_parts
 from ..lock import LockError, folder_lock
-from ..metrics.calibration import f1_scores, fit_platt, fit_shared_map, label_statistics, sigmoid, standardise
+from ..metrics.calibration import fit_platt, fit_shared_map, label_statistics, sigmoid, standardise
 from ..config import TrainConfig
 from ..train.run_folder import RunFolder
 from ..train.saved_head import TrainedHead, load_trained_head
@@ -104,20 +104,11 @@ def fit_run(run: str, alpha: float = 0.0, device: str = "cpu") -> Calibration:
         shared_on, shared_from = ~held, (f"{len(seen)} trained labels on {len(scores)} validation images (the run "
                                          "held none out: --pseudo-unseen F fits it on labels the head never saw)")
     mean, spread = label_statistics(scores[:, shared_on])
-    z = standardise(scores[:, shared_on], mean, spread)
-    shared = fit_shared_map(z, labels[:, shared_on])
+    shared = fit_shared_map(standardise(scores[:, shared_on], mean, spread), labels[:, shared_on])
     trained = ~held
     fitted = fit_labels(scores[:, trained], labels[:, trained], [n for n, t in zip(names, trained) if t], shared,
                         "validation images")
-    return Calibration(scorer_key(run, alpha), shared, shared_from, fitted,
-                       f1_level(sigmoid(shared[0] * z + shared[1]), labels[:, shared_on]))
-
-
-def f1_level(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """The probability level (0.1-0.6, steps of 0.05) of best macro-F1: on calibrated probabilities it
-    sits near half the best F1 rather than at 0.5 (docs: README, Decisions)."""
-    levels = np.round(np.arange(0.1, 0.61, 0.05), 2)
-    return float(max(levels, key=lambda level: f1_scores(probabilities >= level, labels)["macro_f1"]))
+    return Calibration(scorer_key(run, alpha), shared, shared_from, fitted)
 
 
 def fit_clip_ml(reader: CacheReader, device: str = "cpu", split: str | None = None) -> Calibration:
@@ -132,11 +123,9 @@ def fit_clip_ml(reader: CacheReader, device: str = "cpu", split: str | None = No
     scores, labels = score_rows(reader, selection, head_scorer(None, 0.0, reader.text[seen], torch_device), seen,
                                 torch_device)
     mean, spread = label_statistics(scores)
-    z = standardise(scores, mean, spread)
-    shared = fit_shared_map(z, labels)
+    shared = fit_shared_map(standardise(scores, mean, spread), labels)
     return Calibration(scorer_key(None, None), shared, f"{len(seen)} labels on {len(scores)} images of "
-                       f"{os.path.basename(reader.path)}:{split}", {},
-                       f1_level(sigmoid(shared[0] * z + shared[1]), labels))
+                       f"{os.path.basename(reader.path)}:{split}", {})
 
 
 def run_calibration(run: str, alpha: float = 0.0, device: str = "cpu") -> Calibration:
@@ -150,17 +139,6 @@ def run_calibration(run: str, alpha: float = 0.0, device: str = "cpu") -> Calibr
         with contextlib.suppress(LockError, OSError), folder_lock(run):
             write_calibration(run, stored[key])
     return stored[key]
-
-
-def statistics_over(reader: CacheReader, selection: RowSelection, score_for: Callable[[list[int]], Score],
-                    device: str = "cpu") -> Callable[[list[int]], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """A `statistics(columns)` for Calibration.maps: the columns' (mean, spread, highest z) over the selected rows,
-    scored by `score_for(columns)`."""
-    def statistics(columns: list[int]):
-        scores, _ = score_rows(reader, selection, score_for(columns), None, torch.device(device))
-        mean, spread = label_statistics(scores)
-        return mean, spread, standardise(scores, mean, spread).max(axis=0)
-    return statistics
 
 
 def train_calibrated(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:

@@ -18,11 +18,20 @@ import numpy as np
 
 from ..errors import UsageError
 from ..files import write_json
-from ..metrics.calibration import sigmoid
+from ..metrics.calibration import expected_f1_levels, label_statistics, sigmoid, standardise
 from ..tag.vocabulary import name_key
 
 CALIBRATION_FILE = "calibration.json"
 FORMAT = 1
+
+
+def reference_statistics(scores: np.ndarray) -> Callable[[list[int]], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A `statistics(columns)` for `Calibration.maps` from (m, L) scores of the reference images:
+    the columns' (mean, spread, highest z)."""
+    def statistics(columns: list[int]):
+        mean, spread = label_statistics(scores[:, columns])
+        return mean, spread, standardise(scores[:, columns], mean, spread).max(axis=0)
+    return statistics
 
 
 def scorer_key(head: str | None, alpha: float | None) -> str:
@@ -40,12 +49,18 @@ class LabelMaps:
     intercept: np.ndarray
     highest: np.ndarray             # the largest probability over the reference images
     fitted: np.ndarray              # bool: the label's own map (else the shared one)
-    f1_level: float = 0.5           # the probability level of best macro-F1 on the fitting labels (auto-f1)
+    f1_levels: np.ndarray | None = None  # each label's probability level of best expected F1 over the
+                                         # reference images (`auto-f1`; None without reference images)
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """(n, L) probabilities of (n, L) scores; increasing in the score for each label."""
         z = (scores - self.mean[None]) / self.spread[None]                               # (n, L)
         return sigmoid(self.slope[None] * z + self.intercept[None]).astype(np.float32)
+
+    def choose_f1_levels(self, reference_scores: np.ndarray) -> "LabelMaps":
+        """Set each label's `auto-f1` level from its (m, L) scores over the reference images."""
+        self.f1_levels = expected_f1_levels(self.probabilities(reference_scores))
+        return self
 
 
 @dataclass
@@ -56,7 +71,6 @@ class Calibration:
     shared: tuple[float, float]
     shared_from: str                                          # what the shared map was fitted on
     labels: dict[str, dict] = field(default_factory=dict)     # name -> mean, spread, slope, intercept, highest, source
-    f1_level: float = 0.5                                     # probability level of best macro-F1 on the shared map's labels
 
     def maps(self, names: list[str],
              statistics: Callable[[list[int]], tuple[np.ndarray, np.ndarray, np.ndarray]] | None) -> LabelMaps:
@@ -80,18 +94,17 @@ class Calibration:
                 mean[j], spread[j], slope[j], intercept[j] = (entry["mean"], entry["spread"], entry["slope"],
                                                               entry["intercept"])
                 highest[j] = entry["highest"]
-        return LabelMaps(mean, spread, slope, intercept, highest, np.array([e is not None for e in own]), self.f1_level)
+        return LabelMaps(mean, spread, slope, intercept, highest, np.array([e is not None for e in own]))
 
     def as_json(self) -> dict:
-        return {"shared": {"slope": self.shared[0], "intercept": self.shared[1], "fitted_on": self.shared_from,
-                           "f1_level": self.f1_level},
+        return {"shared": {"slope": self.shared[0], "intercept": self.shared[1], "fitted_on": self.shared_from},
                 "labels": self.labels}
 
     @classmethod
     def from_json(cls, scorer: str, entry: dict) -> "Calibration":
         shared = entry["shared"]
         return cls(scorer, (float(shared["slope"]), float(shared["intercept"])), shared.get("fitted_on", ""),
-                   dict(entry.get("labels", {})), float(shared.get("f1_level", 0.5)))
+                   dict(entry.get("labels", {})))
 
 
 def read_calibrations(path: str) -> dict[str, Calibration]:

@@ -135,8 +135,13 @@ class Calibrated(Rule):
         return self.maps.probabilities(scores)
 
     def decide(self, scores):
-        level = self.maps.f1_level if self.word == "auto-f1" and self.maps is not None else self.level
-        return self.probabilities(scores) >= level
+        probabilities = self.probabilities(scores)
+        if self.word != "auto-f1":
+            return probabilities >= self.level
+        if self.maps.f1_levels is None:
+            raise UsageError("--threshold auto-f1: no reference images to choose each label's level on (give a "
+                             "head with validation images, or --cache)")
+        return probabilities >= self.maps.f1_levels[None]
 
     def unreachable(self, names: list[str]) -> list[str]:
         """The labels whose probability stayed under `level` on every reference image."""
@@ -144,7 +149,7 @@ class Calibrated(Rule):
 
     def describe(self):
         if self.word == "auto-f1":
-            return "auto-f1 (calibrated probability >= the level of best F1 on the run's validation images)"
+            return "auto-f1 (calibrated probability >= each label's level of best expected F1 on the reference images)"
         return ("auto (calibrated probability >= 0.5)" if self.word == "auto"
                 else f"precision {self.level:g} (calibrated probability >= {self.level:g})")
 

@@ -22,6 +22,7 @@ from ..cache.writer import cache_writer_lock
 from ..calibrate.attach import attach
 from ..config import TagConfig
 from ..extract.summary import SteadyRate
+from ..errors import UsageError
 from ..files import write_json, write_text
 from ..lock import folder_lock
 from ..progress import progress
@@ -105,7 +106,10 @@ def run_tag(config: TagConfig) -> TagSummary:
     """Tag every pending unit (in this process, or on Dask with `config.dask`) and finish the run,
     holding the output folder's writer lock (and `--save-cache`'s store's) throughout."""
     with contextlib.ExitStack() as held:
-        held.enter_context(folder_lock(config.out, config.lock))
+        try:
+            held.enter_context(folder_lock(config.out, config.lock))
+        except OSError as err:
+            raise UsageError(f"{config.out}: cannot write the output folder ({err.strerror or err})") from err
         if config.save_cache:
             held.enter_context(cache_writer_lock(config.save_cache, config.lock))
         return tag_pending(config)
