@@ -314,7 +314,8 @@ class TagConfig:
     threshold: float | str | None = "auto"  # a score threshold, 'mcut' (per image, largest-gap midpoint) or 'auto'
                                          # (calibrated probability >= 0.5; top-k 5 where no calibration can be
                                          # made; 'auto' gives way to --top-k or --thresholds); 'auto-f1':
-                                         # probability >= the level of best F1 on the run's validation images
+                                         # probability >= each label's level of best expected F1 over the
+                                         # reference images (no labels needed)
     thresholds_file: str | None = None   # `name,threshold` per label; others use `threshold`
     calibration: str | None = None       # a calibration file (`ovml calibrate --out`): its labels' own maps
                                          # are used over the run's (and make CLIP-ML's decisions possible)

@@ -31,7 +31,7 @@ from .common import (ThresholdType, comma_list, default, device_options, lock_op
 @click.option("--threshold", type=ThresholdType(), default=default(TagConfig, "threshold"),
               show_default=True, help="Labels scoring at least X, 'mcut' (per image: midpoint of the largest score "
               "gap), 'auto' (calibrated probability >= 0.5; top-k 5 where no calibration can be made) or 'auto-f1' "
-              "(probability >= the level of best F1 on the run's validation images).")
+              "(probability >= each label's level of best expected F1 over the reference images).")
 @click.option("--precision", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=default(TagConfig, "precision"),
               help="Per-label thresholds aiming at precision P, through the calibration; labels that cannot reach it are named.")
