@@ -15,3 +15,23 @@ class UsageError(OvmlError, ValueError):
 class ExtractError(OvmlError, RuntimeError):
     """Extraction stopped on purpose (--strict), by a fault, or by splits or adapter options the
     dataset does not have; the message says where and why."""
+
+
+def system_errno(err: Exception) -> int | None:
+    """The errno of an OSError, or the one HDF5 names inside its message (`errno = 28`)."""
+    import re
+    if isinstance(err, OSError) and err.errno:
+        return err.errno
+    named = re.search(r"errno = (\d+)", str(err))
+    return int(named.group(1)) if named else None
+
+
+def os_reason(err: OSError) -> str:
+    """An OSError's reason in one line: its strerror, or the system's text for its errno where the
+    message runs over several lines (as h5py's do), else its first line."""
+    import os
+    reason = err.strerror or str(err) or type(err).__name__
+    if "\n" not in reason:
+        return reason
+    code = system_errno(err)
+    return os.strerror(code) if code else reason.splitlines()[0]

@@ -11,7 +11,7 @@ import pytest
 
 import ovml
 from ovml.cache.schema import CacheError
-from ovml.errors import ExtractError, OvmlError, UsageError
+from ovml.errors import ExtractError, OvmlError, UsageError, os_reason, system_errno
 from ovml.extract.backbone import Backbone, BackboneError, ResnetBackbone, VitBackbone
 from ovml.extract.datasets import DatasetError
 from ovml.extract.text import PromptError
@@ -49,3 +49,13 @@ def test_backbone_families_are_siblings_of_the_abstract_base():
     for family in (ResnetBackbone, VitBackbone):
         assert family.__bases__ == (Backbone,) and not inspect.isabstract(family)
     assert {ResnetBackbone.kind, VitBackbone.kind} == {"resnet", "vit"}
+
+
+def test_an_os_error_of_many_lines_is_told_in_one():
+    """h5py's OSErrors run over several lines (a full disk while creating an HDF5 cache did)."""
+    many = OSError(28, "Unable to synchronously create file (file write failed: time = Mon\n, errno = 28)")
+    assert os_reason(many) == "No space left on device"
+    assert os_reason(OSError("first line\nsecond line")) == "first line"
+    assert os_reason(OSError(2, "No such file or directory")) == "No such file or directory"
+    named = RuntimeError("Unable to synchronously flush file (file write failed: time = Mon\n, errno = 28, ...)")
+    assert system_errno(named) == 28 and system_errno(RuntimeError("no number")) is None

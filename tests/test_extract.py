@@ -239,3 +239,24 @@ def test_resuming_scattered_units_computes_rows_in_the_same_batches(tmp_path, ti
     resumed = extract(root, out, tiny_clip, batch_size=6)
     assert sizes == [6, 6, 6, 6] and resumed.images == 8       # rows 4-7 lie in 0-11, rows 16-19 in 12-23
     assert_same_arrays(all_arrays(reference), all_arrays(out))
+
+
+def test_an_hdf5_unit_the_disk_has_no_room_for_is_refused_before_it_is_written(tmp_path, tiny_clip, folder_dataset,
+                                                                               monkeypatch):
+    """HDF5 cannot take back a write that failed half-way on a full disk, so a unit is refused
+    first (one line); with room again the same command completes the cache."""
+    import shutil
+    from click.testing import CliRunner
+    from ovml.cli import main
+    out = str(tmp_path / "c.h5")
+    args = ["extract", "--dataset", "folder", "--root", folder_dataset, "--out", out, "--model", tiny_clip,
+            "--workers", "0", "--unit-rows", "8"]
+    usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(path)._replace(free=4096))
+    refused = CliRunner().invoke(main, args)
+    last = refused.output.strip().splitlines()[-1]
+    assert refused.exit_code == 1 and last.startswith("Error:") and "No space left on device" in last, refused.output
+    assert "Traceback" not in refused.output
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert_cache_checks(out)

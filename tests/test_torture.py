@@ -26,7 +26,7 @@ from tests.torture import (Tally, Writer, compare_caches, compare_json, compare_
 FAST_POINTS, FULL_POINTS = 2, 20
 TIMINGS = ("seconds", "images_per_second")
 COUNTS_FILE = os.environ.get("OVML_TORTURE_COUNTS")   # where the full run writes its counts as JSON, if set
-WRITERS = ("extract", "add-labels", "train-head", "finetune", "reproduce", "tag", "calibrate")
+WRITERS = ("extract", "extract-hdf5", "add-labels", "train-head", "finetune", "reproduce", "tag", "calibrate")
 LABELS = "red square,blue bar,green disc,tree"   # the vocabulary tag scores the folder against
 
 
@@ -69,10 +69,18 @@ def writers(inputs: dict) -> dict[str, Writer]:
                 + compare_json(read_json(os.path.join(left, "config.json")),
                                read_json(os.path.join(right, "config.json")), case, reference))
 
-    def compare_extract(case: str, reference: str) -> int:
-        lost = compare_caches(f"{case}/c.zarr", f"{reference}/c.zarr", case, reference)
-        left, right = errors_lines(f"{case}/c.zarr.errors.tsv"), errors_lines(f"{reference}/c.zarr.errors.tsv")
+    def compare_extract(case: str, reference: str, name: str = "c.zarr") -> int:
+        lost = compare_caches(f"{case}/{name}", f"{reference}/{name}", case, reference)
+        left, right = errors_lines(f"{case}/{name}.errors.tsv"), errors_lines(f"{reference}/{name}.errors.tsv")
         return lost + (0 if left == right else sum(map(len, right)))
+
+    def extract(store: str) -> Writer:
+        return Writer(
+            "extract", lambda case: ["extract", "--dataset", "folder", "--root", data, "--out", f"{case}/{store}",
+                                     "--model", model, "--workers", "0", "--unit-rows", "4", "--batch-size", "4",
+                                     "--threads", "1"],
+            lambda case: f"{case}/{store}.lock", lambda case, reference: compare_extract(case, reference, store),
+            lambda case: check_cache(CheckConfig(f"{case}/{store}")))
 
     def compare_finetune(case: str, reference: str) -> int:
         sidecar = "tuned.pt.finetune"
@@ -107,12 +115,8 @@ def writers(inputs: dict) -> dict[str, Writer]:
             return [f"{path}: {err}"]
 
     return {
-        "extract": Writer(
-            "extract", lambda case: ["extract", "--dataset", "folder", "--root", data, "--out", f"{case}/c.zarr",
-                                     "--model", model, "--workers", "0", "--unit-rows", "4", "--batch-size", "4",
-                                     "--threads", "1"],
-            lambda case: f"{case}/c.zarr.lock", compare_extract,
-            lambda case: check_cache(CheckConfig(f"{case}/c.zarr"))),
+        "extract": extract("c.zarr"),
+        "extract-hdf5": extract("c.h5"),
         "add-labels": Writer(
             "add-labels", lambda case: ["add-labels", "--cache", f"{case}/c.zarr", "--names", inputs["names"],
                                         "--annotations", inputs["annotations"], "--model", model],

@@ -6,15 +6,19 @@ attributes that are not scalars are stored as JSON strings in HDF5, natively in 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from typing import Any
 
 import numpy as np
 
+from ..errors import os_reason, system_errno
 from .schema import CacheError
 
 ZSTD_LEVEL = 3
+HDF5_HEADROOM = 1 << 20   # bytes an HDF5 unit write may need beyond its data (metadata, chunk index)
 
 
 def is_hdf5(path: str) -> bool:
@@ -102,6 +106,10 @@ class Store:
     def flush(self) -> None:
         """Make everything written so far durable."""
 
+    def reserve(self, nbytes: int) -> None:
+        """Refuse, before anything is written, a write of `nbytes` the disk has no room for, where
+        the backend cannot recover from a write that fails half-way (HDF5)."""
+
     def close(self) -> None:
         """Release the backend's handles."""
 
@@ -121,7 +129,7 @@ class ZarrStore(Store):
         except FileNotFoundError as err:
             raise CacheError(f"{path}: no cache here") from err
         except OSError as err:
-            raise CacheError(f"{path}: cannot open ({err.strerror or err})") from err
+            raise CacheError(f"{path}: cannot open ({os_reason(err)})") from err
 
     def get_attr(self, key, default=None, node=""):
         return self._node(node).attrs.get(key, default)
@@ -169,7 +177,7 @@ class HDF5Store(Store):
         except FileNotFoundError as err:
             raise CacheError(f"{path}: no cache here") from err
         except OSError as err:
-            raise CacheError(f"{path}: cannot open as HDF5 ({err})") from err
+            raise CacheError(f"{path}: cannot open as HDF5 ({os_reason(err)})") from err
 
     def get_attr(self, key, default=None, node=""):
         attrs = self._node(node).attrs
@@ -211,12 +219,34 @@ class HDF5Store(Store):
             arr[...] = data
         return arr
 
+    def reserve(self, nbytes: int) -> None:
+        """HDF5 cannot take back a write that failed on a full disk (its file keeps dirty metadata
+        that every later flush and every freed object fails on), so a unit is refused before it
+        is written unless the disk has room for it uncompressed, plus HDF5_HEADROOM."""
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(self.path))).free
+        if free < nbytes + HDF5_HEADROOM:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.path)
+
     def flush(self):
-        self.root.flush()
+        try:
+            self.root.flush()
+        except (RuntimeError, OSError) as err:
+            raise self._failure(err) from err
 
     def close(self):
         if self.root.id.valid:
-            self.root.close()
+            try:
+                self.root.close()
+            except (RuntimeError, OSError) as err:
+                raise self._failure(err) from err
+
+    def _failure(self, err: Exception) -> Exception:
+        """h5py's failed write (a RuntimeError whose message names the errno, a full disk's 28) as
+        an OSError on the file, or a one-line CacheError where it names none."""
+        code = system_errno(err)
+        if code:
+            return OSError(code, os.strerror(code), self.path)
+        return CacheError(f"{self.path}: HDF5 write failed ({str(err).splitlines()[0]})")
 
     def bytes_on_disk(self):
         return os.path.getsize(self.path)

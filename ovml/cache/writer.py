@@ -18,6 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..errors import os_reason
 from ..lock import store_lock_file, writer_lock
 from . import store as backends
 from .schema import SCHEMA_VERSION, CacheError, backbone_kind, expected_split_shapes
@@ -92,7 +93,7 @@ def cache_writer_lock(path: str, enabled: bool = True) -> Iterator[None]:
         try:
             held.enter_context(writer_lock(path, lock_file, enabled))
         except OSError as err:
-            raise CacheError(f"{path}: cannot write here ({err.strerror or err}); fix it and re-run the same "
+            raise CacheError(f"{path}: cannot write here ({os_reason(err)}); fix it and re-run the same "
                              "command") from err
         yield
 
@@ -121,7 +122,7 @@ def create_cache(path: str, plan: CachePlan) -> backends.Store:
         os.rename(building, local)
         return backends.open_store(local, "a")
     except OSError as err:
-        raise CacheError(f"{path}: cannot create the cache ({err.strerror or err}); fix it and re-run "
+        raise CacheError(f"{path}: cannot create the cache ({os_reason(err)}); fix it and re-run "
                          "the same command") from err
 
 
@@ -205,6 +206,7 @@ def write_unit(store: backends.Store, split: str, unit: int, unit_rows: int, row
     start = unit * unit_rows
     stop = start + len(rows.ids)
     base = f"splits/{split}"
+    store.reserve(rows.spatial.nbytes + rows.global_embedding.nbytes + rows.labels.nbytes)
     spatial = store.array(f"{base}/spatial")
     tokens = rows.spatial
     if store.has(f"{base}/cls"):

@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 import click
 from click.core import ParameterSource
 
-from ..errors import OvmlError
+from ..errors import OvmlError, os_reason
 
 
 def default(config: type, name: str):
@@ -40,7 +40,7 @@ def user_errors(command):
             raise click.ClickException(str(err)) from err
         except OSError as err:
             where = f"{err.filename}: " if getattr(err, "filename", None) else ""
-            raise click.ClickException(f"{where}{err.strerror or err}") from err
+            raise click.ClickException(f"{where}{os_reason(err)}") from err
     return wrapper
 
 

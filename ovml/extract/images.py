@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import os_reason
+
 FileCheck = Callable[[bytes], "str | None"]
 DECODE_MODES = ("exact", "draft", "gpu")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)   # clip's Normalize, per RGB channel
@@ -67,7 +69,7 @@ def read_image_file(path: str, file_check: FileCheck | None = None,
     except FileNotFoundError:
         return None, "missing file"
     except OSError as err:
-        return None, f"unreadable file ({err.strerror or err})"
+        return None, f"unreadable file ({os_reason(err)})"
     if not data:
         return None, "empty file (0 bytes)"
     if file_check is not None:

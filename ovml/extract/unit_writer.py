@@ -11,6 +11,7 @@ import time
 from ..cache.schema import CacheError
 from ..cache.store import Store
 from ..cache.writer import UnitRows, write_unit
+from ..errors import os_reason
 
 
 class UnitWriter:
@@ -51,7 +52,7 @@ class UnitWriter:
                 self._record_failures(rows)
             except OSError as err:
                 self._error = CacheError(f"{self.store.path}: cannot write unit {unit} of {self.split} "
-                                         f"({err.strerror or err}); fix it and re-run the same command "
+                                         f"({os_reason(err)}); fix it and re-run the same command "
                                          "to resume")
             except BaseException as err:
                 self._error = err

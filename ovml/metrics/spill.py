@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, os_reason
 
 MAX_BLOCK_COLUMNS = 1 << 15  # a uint16 code holds column * 2 + positive
 FLUSH_ENTRIES = 1 << 23      # pending annotated entries (all blocks) before they are written
@@ -38,7 +38,7 @@ class AnnotatedSpill:
             self.folder = tempfile.mkdtemp(prefix="ovml-scores-", dir=scratch)
         except OSError as err:
             raise UsageError(f"{scratch or tempfile.gettempdir()}: cannot hold the temporary score store "
-                             f"({err.strerror or err})") from err
+                             f"({os_reason(err)})") from err
         self.bytes_written = 0
         self._pending: list[list[dict[str, np.ndarray]]] = [[] for _ in self.blocks]
         self._pending_entries = 0

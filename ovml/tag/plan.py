@@ -15,7 +15,7 @@ import numpy as np
 from ..cache.reader import CacheReader
 from ..cache.schema import CacheError
 from ..config import TagConfig
-from ..errors import UsageError
+from ..errors import UsageError, os_reason
 from ..extract.text import load_prompts
 from ..calibrate.attach import can_calibrate
 from ..predict.predictor import check_head_backbone, expand_images
@@ -79,7 +79,7 @@ def check_out(out: str) -> None:
             pass
         os.remove(probe)
     except OSError as err:
-        raise UsageError(f"{out}: cannot write the output folder ({err.strerror or err})") from err
+        raise UsageError(f"{out}: cannot write the output folder ({os_reason(err)})") from err
 
 
 def check_formats(config: TagConfig) -> None:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, os_reason
 from .vocabulary import name_key
 
 DEFAULT_TOP_K = 5   # the rule when no option names one (as `ovml predict`)
@@ -179,7 +179,7 @@ def read_thresholds(path: str, names: list[str], default: Rule | None) -> tuple[
         with open(path, encoding="utf-8-sig") as handle:
             lines = list(handle)
     except OSError as err:
-        raise UsageError(f"{path}: cannot read the thresholds file ({err.strerror or err})") from err
+        raise UsageError(f"{path}: cannot read the thresholds file ({os_reason(err)})") from err
     for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):

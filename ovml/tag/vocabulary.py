@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ..errors import UsageError
+from ..errors import UsageError, os_reason
 
 SEPARATORS = re.compile(r"[\s_\-]+")
 
@@ -27,7 +27,7 @@ def read_names_file(path: str) -> list[str]:
         with open(path, encoding="utf-8-sig") as handle:
             lines = [line.strip() for line in handle]
     except OSError as err:
-        raise UsageError(f"{path}: cannot read the names file ({err.strerror or err})") from err
+        raise UsageError(f"{path}: cannot read the names file ({os_reason(err)})") from err
     return [line for line in lines if line and not line.startswith("#")]
 
 
