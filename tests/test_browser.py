@@ -128,6 +128,12 @@ def test_the_page_tags_an_uploaded_image_in_chromium(tiny_run, tmp_path):
             act(browser, DROP)
             browser.wait_for("document.body.dataset.state === 'done'", timeout=60, what="a dropped image tagged")
             assert browser.evaluate("state.file.name") == "dropped.png" and browser.evaluate(DRAWN) == len(LABELS) + 1
+            assert browser.evaluate("document.getElementById('decide-field').hidden") is False   # the run is calibrated
+            act(browser, "document.getElementById('decide').click();")
+            browser.wait_for("document.body.dataset.state === 'done'", timeout=60, what="the labels judged present")
+            assert "judged present" in browser.evaluate("document.getElementById('status').textContent")
+            shown = browser.evaluate("[...document.querySelectorAll('#ranked .probability')].map(p => p.textContent)")
+            assert len(shown) == len(browser.evaluate(RANKED)) and all(float(p[2:]) >= 0.5 for p in shown)
         assert os.path.getsize(screenshot) > 20_000
     finally:
         server.terminate()

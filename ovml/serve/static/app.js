@@ -164,8 +164,14 @@ async function render(answer) {
     name.appendChild(text);
     const score = document.createElement("span");
     score.className = "score";
-    score.textContent = label.score.toFixed(4) + ("probability" in label ? ` · p ${label.probability.toFixed(2)}` : "");
+    score.textContent = label.score.toFixed(4);
     head.append(name, score);
+    if ("probability" in label) {
+      const probability = document.createElement("span");
+      probability.className = "probability";
+      probability.textContent = `p ${label.probability.toFixed(2)}`;
+      head.append(probability);
+    }
     const bar = document.createElement("div");
     bar.className = "bar";
     const fill = document.createElement("span");
@@ -201,6 +207,7 @@ async function start() {
     $("alpha-value").textContent = Number($("alpha").value).toFixed(2);
     later(250);
   });
+  $("decide").addEventListener("change", () => later(0));
   $("tag").addEventListener("click", () => later(0));
   $("login").addEventListener("submit", (event) => {
     event.preventDefault();
