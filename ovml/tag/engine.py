@@ -96,6 +96,7 @@ def open_engine(plan: TagPlan, reader: CacheReader | None, device: str | None = 
     features = None
     if reader is None:
         backbone = load_backbone(plan.model, device, config.download_root, config.engine, config.tower_precision)
+        plan.notes += [backbone.note] if backbone.note else []
         pool, heads = (pool_tensors(backbone.pool_weights(), device) if config.head else {}), backbone.num_heads
         source = FolderSource(plan.images, backbone, config.batch_size, config.workers, config.decode,
                               config.strict, plan.folder, keep_features=bool(config.save_cache))

@@ -166,7 +166,7 @@ def plan_tag(config: TagConfig, reader: CacheReader | None = None) -> TagPlan:
         check_head_backbone(trained_on, model, config.download_root)
         templates = load_prompts(config.prompts) if config.prompts or not trained_on.get("prompts") \
             else trained_on["prompts"]
-        inputs = {"images": digest(images)}
+        inputs = {"images": digest(images), "tower": [config.engine, config.tower_precision, config.decode]}
         if "txt" in config.formats:
             check_sidecar_paths(images, lambda image: txt_path(image, config.caption_extension))
         if "xmp" in config.formats:
