@@ -175,7 +175,8 @@ def main() -> None:
         for world_name in args.worlds.split(","):
             for seed in map(int, args.seeds.split(",")):
                 results[f"{world_name}/{seed}"] = one_world(world_name, seed, args, folder)
-                print(f"{world_name} seed {seed}: shared map fitted on {results[f'{world_name}/{seed}']['shared_from']}")
+                shared_from = results[f"{world_name}/{seed}"]["shared_from"]
+                print(f"{world_name} seed {seed}: shared map fitted on {shared_from}")
                 print("\n".join(table({f"{world_name}/{seed}": results[f"{world_name}/{seed}"]})), flush=True)
                 if args.json:
                     with open(args.json, "w") as handle:

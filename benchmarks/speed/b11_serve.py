@@ -93,7 +93,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        tagger = Predictor(PredictConfig(model=random_clip_file(folder, args.shape), device="cuda:0" if args.gpu else "cpu"))
+        tagger = Predictor(PredictConfig(model=random_clip_file(folder, args.shape),
+                                         device="cuda:0" if args.gpu else "cpu"))
     bodies = []
     for i in range(args.requests):
         buffer = io.BytesIO()

@@ -64,10 +64,10 @@ class CachePlan:
         """What must match for a rerun to resume an existing cache instead of refusing it."""
         label_digest = hashlib.sha256("\n".join(self.labels.ids).encode()).hexdigest()
         decode = self.backbone.get("decode", "exact")   # only a non-default decode is recorded
-        return {"model": self.backbone["name"], "weights_sha256": self.backbone["weights_sha256"],
+        made = {"model": self.backbone["name"], "weights_sha256": self.backbone["weights_sha256"],
                 "dataset": self.dataset.get("name"), "root": self.dataset.get("root"),
-                "splits": dict(self.split_rows), "unit_rows": self.unit_rows,
-                "label_ids_sha256": label_digest} | ({"decode": decode} if decode != "exact" else {}) | tower_path(self.backbone)
+                "splits": dict(self.split_rows), "unit_rows": self.unit_rows, "label_ids_sha256": label_digest}
+        return made | ({"decode": decode} if decode != "exact" else {}) | tower_path(self.backbone)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Giving a calibrated rule (`--threshold auto`, `--precision P`) the label maps of a vocabulary.
 
 Where each part comes from: labels with their own map (a run's trained labels, labels fitted by
-`ovml calibrate`) from the run's calibration.json, or from a calibration file given beside it; every other label through the shared map,
-standardised over the images at hand: the first rows of the cache being tagged, else the run's
+`ovml calibrate`) from the run's calibration.json, or from a calibration file given beside it;
+every other label through the shared map, standardised over the images at hand: the first rows of the cache being tagged, else the run's
 validation images (for image files, a single image included), scored for those labels here.
 CLIP-ML without a head is calibrated on the seen labels of the cache being tagged.
 """

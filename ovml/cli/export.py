@@ -15,7 +15,8 @@ from .common import default, lock_option, user_errors
               help="File with one label name per line.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=default(ExportConfig, "alpha"), show_default=True,
               help="The interpolation with CLIP's global feature the side file names (head.onnx takes any).")
-@click.option("--model", default=default(ExportConfig, "model"), help="CLIP name or weights file [default: the head's].")
+@click.option("--model", default=default(ExportConfig, "model"),
+              help="CLIP name or weights file [default: the head's].")
 @click.option("--prompts", default=default(ExportConfig, "prompts"),
               help="'imagenet80' or a template file [default: the head's cache's].")
 @click.option("--download-root", default=default(ExportConfig, "download_root"),

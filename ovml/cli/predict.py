@@ -22,7 +22,8 @@ from .common import (DefaultFrom, ThresholdType, default, default_prompt, device
 @click.option("--threshold", type=ThresholdType(), default=default(PredictConfig, "threshold"),
               help="Only labels scoring at least X, 'mcut' (per image: midpoint of the largest score gap) or "
               "'auto' (calibrated probability >= 0.5, printed beside each score); at most --top-k of them.")
-@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=default(PredictConfig, "calibration"),
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
+              default=default(PredictConfig, "calibration"),
               help="A calibration file (`ovml calibrate --out`): its labels' maps are used over the run's.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=default(PredictConfig, "alpha"), show_default=True,
               help="Interpolation with CLIP's global feature (with --head).")

@@ -18,7 +18,8 @@ from .common import default, device_options, resolve_device, tower_options, user
               help=f"CLIP ResNet name or weights file [default: the head's, else {DEFAULT_MODEL}].")
 @click.option("--prompts", default=default(PredictConfig, "prompts"),
               help="'imagenet80' or a template file [default: the head's cache's].")
-@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=default(PredictConfig, "calibration"),
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
+              default=default(PredictConfig, "calibration"),
               help="A calibration file (`ovml calibrate --out`) for the page's decisions, over the run's.")
 @device_options(PredictConfig)
 @click.option("--download-root", default=default(PredictConfig, "download_root"),

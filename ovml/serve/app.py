@@ -74,7 +74,8 @@ class TaggingServer(PooledHTTPServer):
             tagger.encode_images = self.batcher.encode
         self.lock = contextlib.nullcontext() if batched else threading.Lock()
         self.log = log
-        self.info = {"model": os.path.basename(tagger.backbone.name), "head": os.path.basename(os.path.normpath(tagger.run or "")),
+        self.info = {"model": os.path.basename(tagger.backbone.name),
+                     "head": os.path.basename(os.path.normpath(tagger.run or "")),
                      "attention": tagger.has_attention, "top_k": tagger.config.top_k,
                      "calibrated": tagger.run is not None or tagger.config.calibration is not None,
                      "vocabulary": tagger.vocabulary()}
