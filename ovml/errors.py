@@ -2,6 +2,10 @@
 it can name) is an `OvmlError`, so a face (the CLI, a script) catches them all in one clause and
 shows the message as one line. Each stage keeps its own subclass beside the code that raises it;
 the second base (ValueError or RuntimeError) says whether the input or the run was at fault."""
+from __future__ import annotations
+
+import os
+import re
 
 
 class OvmlError(Exception):
@@ -19,7 +23,6 @@ class ExtractError(OvmlError, RuntimeError):
 
 def system_errno(err: Exception) -> int | None:
     """The errno of an OSError, or the one HDF5 names inside its message (`errno = 28`)."""
-    import re
     if isinstance(err, OSError) and err.errno:
         return err.errno
     named = re.search(r"errno = (\d+)", str(err))
@@ -29,7 +32,6 @@ def system_errno(err: Exception) -> int | None:
 def os_reason(err: OSError) -> str:
     """An OSError's reason in one line: its strerror, or the system's text for its errno where the
     message runs over several lines (as h5py's do), else its first line."""
-    import os
     reason = err.strerror or str(err) or type(err).__name__
     if "\n" not in reason:
         return reason

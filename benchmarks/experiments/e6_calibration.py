@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 import torch
 
-from ovml.cache.batches import RowSelection, cache_pool
+from ovml.cache.batches import RowSelection, cache_pool, validation_rows
 from ovml.cache.reader import CacheReader
 from ovml.calibrate.fit import PRIOR_STRENGTH, fit_run, head_scorer, score_rows
 from ovml.calibrate.record import reference_statistics
@@ -45,7 +45,7 @@ def test_scores(cache: str, run: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
     device = torch.device("cpu")
     with CacheReader(cache) as reader:
         head = load_trained_head(run, cache_pool(reader, device), reader.num_heads, device)
-        selection = RowSelection.from_mask("test", reader.unit_rows("test"), reader.usable_rows("test"))
+        selection = RowSelection.usable(reader, "test")
         columns = np.arange(reader.num_labels)
         scores, labels = score_rows(reader, selection, head_scorer(head, 0.0, reader.text, device), columns, device)
         return scores, labels, reader.seen.copy(), list(reader.names)
@@ -134,9 +134,7 @@ def raw_variant(run: str, scores: np.ndarray) -> np.ndarray:
     with CacheReader(config["cache"]["path"]) as reader:
         head = load_trained_head(run, cache_pool(reader, device), reader.num_heads, device)
         held = np.array(config["pseudo_unseen_columns"] or np.flatnonzero(reader.seen), dtype=int)
-        split = config["validation"]["split"]
-        selection = RowSelection.from_mask(split, reader.unit_rows(split), reader.usable_rows(split),
-                                           config["validation"]["units"])
+        selection = validation_rows(reader, config["validation"])
         val_scores, val_labels = score_rows(reader, selection, head_scorer(head, 0.0, reader.text[held], device),
                                             held, device)
     slope, intercept = fit_shared_map(val_scores, val_labels)

@@ -39,6 +39,11 @@ class RowSelection:
         return cls(split, unit_rows, {int(u): np.flatnonzero(mask[u * unit_rows:(u + 1) * unit_rows])
                                       for u in units})
 
+    @classmethod
+    def usable(cls, reader: CacheReader, split: str, units=None) -> "RowSelection":
+        """The usable rows of `split` (ok, in finished units), in `units` (default: every unit holding one)."""
+        return cls.from_mask(split, reader.unit_rows(split), reader.usable_rows(split), units)
+
 
 def trainable_rows(reader: CacheReader, split: str, columns: np.ndarray, progress: bool = True) -> np.ndarray:
     """(N,) bool: ok rows of finished units with at least one positive among `columns`.
@@ -67,6 +72,12 @@ def carve_validation(mask: np.ndarray, unit_rows: int, fraction: float, seed: in
 
     return (RowSelection.from_mask(split, unit_rows, mask, [u for u in units if u not in held_out]),
             RowSelection.from_mask(split, unit_rows, mask, sorted(held_out)))
+
+
+def validation_rows(reader: CacheReader, validation: dict) -> RowSelection:
+    """A run's validation images in its training cache: config.json's `validation`, the units
+    `carve_validation` held out (split 'train' where an older run did not record it)."""
+    return RowSelection.usable(reader, validation.get("split", "train"), validation["units"])
 
 
 class BatchStream:

@@ -20,12 +20,11 @@ from ..config import CalibrateConfig
 from ..errors import UsageError
 from ..extract.add_labels import annotation_lines
 from ..lock import STORE_LOCK_SUFFIX, folder_lock, writer_lock
-from ..metrics.calibration import fit_platt, label_statistics, sigmoid, standardise
 from ..tag.label_text import cache_label_text
 from ..train.run_folder import RunFolder
 from ..train.saved_head import load_trained_head
 from .annotated import Annotated, check_both_kinds
-from .fit import PRIOR_STRENGTH, first_rows, fit_clip_ml, head_scorer, run_calibration, score_rows
+from .fit import first_rows, fit_clip_ml, fit_labels, head_scorer, run_calibration, score_rows
 from .images import annotated_images
 from .record import read_calibrations, write_calibration
 
@@ -82,15 +81,10 @@ def fit_annotated(config: CalibrateConfig) -> tuple[str, list[str]]:
     else:
         raise UsageError("give --images DIR (the annotated image files) or --cache PATH (their features, from "
                          "`ovml extract` or `ovml tag --save-cache`)")
-    mean, spread = label_statistics(annotated.reference)
-    slope, intercept = fit_platt(standardise(annotated.scores, mean, spread), annotated.labels,
-                                 prior=annotated.base.shared, strength=PRIOR_STRENGTH)
-    highest = sigmoid(slope * standardise(annotated.reference, mean, spread).max(axis=0) + intercept)
     source = f"{len(annotated.labels)} images of {os.path.basename(config.annotations)}" + annotated.note
     base = annotated.base
-    base.labels.update({name: {"mean": float(mean[j]), "spread": float(spread[j]), "slope": float(slope[j]),
-                               "intercept": float(intercept[j]), "highest": float(highest[j]), "source": source}
-                        for j, name in enumerate(annotated.names)})
+    base.labels.update(fit_labels(annotated.scores, annotated.labels, annotated.names, base.shared, source,
+                                  annotated.reference))
     if config.out is not None and config.head is not None and not os.path.exists(config.out):
         for key, record in read_calibrations(config.head).items():
             if key != base.scorer:

@@ -2,8 +2,9 @@
 
 Where each part comes from: labels with their own map (a run's trained labels, labels fitted by
 `ovml calibrate`) from the run's calibration.json, or from a calibration file given beside it;
-every other label through the shared map, standardised over the images at hand: the first rows of the cache being tagged, else the run's
-validation images (for image files, a single image included), scored for those labels here.
+every other label through the shared map, standardised over the images at hand: the first rows
+of the cache being tagged, else the run's validation images (for image files, a single image
+included), scored for those labels here.
 CLIP-ML without a head is calibrated on the seen labels of the cache being tagged.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import numpy as np
 import torch
 
-from ..cache.batches import RowSelection, cache_pool
+from ..cache.batches import cache_pool, validation_rows
 from ..cache.reader import CacheReader
 from ..errors import UsageError
 from ..tag.rules import AllOf, Calibrated, Rule
@@ -90,12 +91,8 @@ def label_maps(names: list[str], text: np.ndarray, head_run: str | None, alpha: 
     try:
         head: TrainedHead | None = (load_trained_head(head_run, cache_pool(opened, torch_device), opened.num_heads,
                                                       torch_device) if head_run else None)
-        if split is None:
-            units = RunFolder(head_run).read_config()["validation"]["units"]
-            split = RunFolder(head_run).read_config()["validation"].get("split", "train")
-            selection = RowSelection.from_mask(split, opened.unit_rows(split), opened.usable_rows(split), units)
-        else:
-            selection = first_rows(opened, split)
+        selection = (validation_rows(opened, RunFolder(head_run).read_config()["validation"]) if split is None
+                     else first_rows(opened, split))
         reference, _ = score_rows(opened, selection, head_scorer(head, alpha, text, torch_device), None,
                                   torch_device)                                                  # (m, L)
         return calibration.maps(names, reference_statistics(reference)).choose_f1_levels(reference)

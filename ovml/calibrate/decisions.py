@@ -29,8 +29,7 @@ def decision_rows(config: EvalConfig) -> list[dict]:
     device = torch.device(config.device)
     entries = []
     with CacheReader(config.cache, allow_partial=config.allow_partial) as reader:
-        selection = RowSelection.from_mask(config.image_split, reader.unit_rows(config.image_split),
-                                           reader.usable_rows(config.image_split))
+        selection = RowSelection.usable(reader, config.image_split)
         columns, names = np.arange(reader.num_labels), list(reader.names)
         scorers = [("clip-ml", None, None)] + [(None, run, load_trained_head(run, cache_pool(reader, device),
                                                                               reader.num_heads, device))

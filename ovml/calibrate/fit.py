@@ -15,13 +15,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..cache.batches import BatchStream, RowSelection, batch_tensors, cache_pool
+from ..cache.batches import BatchStream, RowSelection, batch_tensors, cache_pool, validation_rows
 from ..cache.reader import CacheReader
+from ..config import TrainConfig
 from ..errors import UsageError
 from ..evaluation.scoring import clip_ml_scores, head_parts
 from ..lock import LockError, folder_lock
 from ..metrics.calibration import fit_platt, fit_shared_map, label_statistics, sigmoid, standardise
-from ..config import TrainConfig
 from ..train.run_folder import RunFolder
 from ..train.saved_head import TrainedHead, load_trained_head
 from ..train.trainer import TrainResult, train_head
@@ -66,12 +66,13 @@ def first_rows(reader: CacheReader, split: str, limit: int = REFERENCE_ROWS) -> 
 
 
 def fit_labels(scores: np.ndarray, labels: np.ndarray, names: list[str], shared: tuple[float, float],
-               source: str) -> dict[str, dict]:
-    """Own maps of `names` from scores (n, L) and ±1 labels (n, L) of the same images, drawn to `shared`."""
-    mean, spread = label_statistics(scores)
-    z = standardise(scores, mean, spread)
-    slope, intercept = fit_platt(z, labels, prior=shared, strength=PRIOR_STRENGTH)
-    highest = sigmoid(slope * z.max(axis=0) + intercept)
+               source: str, reference: np.ndarray | None = None) -> dict[str, dict]:
+    """Own maps of `names` from scores (n, L) and ±1 labels (n, L) of the same images, drawn to
+    `shared`; standardised over the (m, L) scores of `reference` images (default: these images)."""
+    reference = scores if reference is None else reference
+    mean, spread = label_statistics(reference)
+    slope, intercept = fit_platt(standardise(scores, mean, spread), labels, prior=shared, strength=PRIOR_STRENGTH)
+    highest = sigmoid(slope * standardise(reference, mean, spread).max(axis=0) + intercept)
     return {name: {"mean": float(mean[j]), "spread": float(spread[j]), "slope": float(slope[j]),
                    "intercept": float(intercept[j]), "highest": float(highest[j]), "source": source}
             for j, name in enumerate(names)}
@@ -90,9 +91,7 @@ def fit_run(run: str, alpha: float = 0.0, device: str = "cpu") -> Calibration:
     torch_device = torch.device(device)
     with CacheReader(cache) as reader:
         head = load_trained_head(run, cache_pool(reader, torch_device), reader.num_heads, torch_device)
-        split = validation.get("split", "train")
-        selection = RowSelection.from_mask(split, reader.unit_rows(split), reader.usable_rows(split),
-                                           validation["units"])
+        selection = validation_rows(reader, validation)
         seen = np.flatnonzero(reader.seen)
         scores, labels = score_rows(reader, selection, head_scorer(head, alpha, reader.text[seen], torch_device),
                                     seen, torch_device)

@@ -21,7 +21,7 @@ from ..errors import UsageError
 from ..metrics.stream import Recipe, StreamingMetrics
 from ..precision import mixed_precision
 from ..progress import progress
-from ..cache.batches import BatchStream, RowSelection, batch_tensors, cache_pool
+from ..cache.batches import BatchStream, RowSelection, batch_tensors, cache_pool, validation_rows
 from ..train.saved_head import TrainedHead, load_trained_head
 from .scoring import HeadParts, baseline_scores, head_parts
 
@@ -114,25 +114,23 @@ def choose_alpha(reader: CacheReader, head: TrainedHead, config: EvalConfig) -> 
     """Alpha with the best mAP on the head's validation images, scored on labels it did not train
     on; None (with the reason) when the run kept no validation images."""
     validation = head.config.get("validation") or {}
-    units = validation.get("units") or []
-    if not units:
+    if not validation.get("units"):
         return None, ("alpha auto skipped: the run kept no validation images (train with --val-fraction > 0); "
                       "test labels are never used to choose alpha")
-    split = validation.get("split", "train")
     pseudo = np.array(head.config.get("pseudo_unseen_columns") or [], dtype=int)
     how = f"{len(pseudo)} pseudo-unseen seen labels held out of training"
     if len(pseudo) == 0:
         pseudo = np.flatnonzero(reader.seen)
         how = ("all seen labels (the run held none out: train with --pseudo-unseen F for labels "
                "the head never saw)")
-    selection = RowSelection.from_mask(split, reader.unit_rows(split), reader.usable_rows(split), units)
+    selection = validation_rows(reader, validation)
     grid = list(AUTO_GRID)
     with StreamingMetrics(head_recipes("head0", grid), len(pseudo), selection.count,
                           scratch=config.scratch) as metrics:
         score_split(reader, selection, pseudo, [head], [grid], (), config, metrics, "alpha auto")
         sweep = {alpha: result.metrics["mAP"] for alpha, result in metrics.finish().items()}
     best = max(sweep, key=lambda a: (sweep[a], -a))
-    return best, (f"alpha {best:g} chosen on {selection.count} validation images of split {split} "
+    return best, (f"alpha {best:g} chosen on {selection.count} validation images of split {selection.split} "
                   f"(never test labels), {how}; validation mAP {sweep[best]:.2f}")
 
 
@@ -163,8 +161,7 @@ def evaluate_cache(config: EvalConfig) -> Evaluation:
             head_alphas.append(sorted(set(map(float, alphas or [0.0]))))
         if config.image_split not in reader.splits:
             raise UsageError(f"{reader.path}: no split {config.image_split!r} (splits: {', '.join(reader.splits)})")
-        selection = RowSelection.from_mask(config.image_split, reader.unit_rows(config.image_split),
-                                           reader.usable_rows(config.image_split))
+        selection = RowSelection.usable(reader, config.image_split)
         if selection.count == 0:
             raise UsageError(f"{reader.path}: split {config.image_split!r} has no usable image to evaluate")
         rows = [ScoredRow(name, None) for name in config.baselines]

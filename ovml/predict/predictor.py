@@ -187,8 +187,9 @@ class Predictor:
                 top_k: int | None = None, alpha: float | None = None, batch_size: int | None = None,
                 attention: bool = False, explain: str | None = None,
                 threshold: float | str | None = None) -> list[Prediction]:
-        """Top-K of `labels` per image, best first; with `threshold` (a score, or 'mcut') only the
-        labels at or above it, at most `top_k` of them. `labels`, `top_k`, `alpha`, `batch_size`,
+        """Top-K of `labels` per image, best first; with `threshold` (a score, 'mcut', 'auto' or
+        'auto-f1') only the labels at or above it, at most `top_k` of them (with their calibrated
+        probabilities for 'auto' and 'auto-f1'). `labels`, `top_k`, `alpha`, `batch_size`,
         `explain` and `threshold` left None are the config's. `attention` keeps each predicted
         label's attention map and the decoded image; `explain` also writes them as PNGs there."""
         from ..tag.rules import threshold_rule
