@@ -219,18 +219,19 @@ class Predictor:
             decoded = [picture for picture, _, _ in batch if picture is not None]
             spatial, global_embedding = self.features(decoded) if decoded else (None, None)
             scores = self.scores(spatial, global_embedding, text, alpha) if decoded else None
+            present, probabilities = rule.decisions(scores) if rule is not None and decoded else (None, None)
             row = 0
             for picture, reason, name in batch:
                 if picture is None:
                     predictions.append(Prediction(name, [], reason))
                     continue
                 order = np.argsort(-scores[row], kind="stable")
-                if rule is not None:
-                    order = order[rule.decide(scores[row:row + 1])[0][order]]
+                if present is not None:
+                    order = order[present[row][order]]
                 order = order[:top_k]
                 prediction = Prediction(name, [(names[j], float(scores[row][j])) for j in order])
-                if hasattr(rule, "maps"):
-                    prediction.probabilities = [float(p) for p in rule.probabilities(scores[row:row + 1])[0][order]]
+                if probabilities is not None:
+                    prediction.probabilities = [float(p) for p in probabilities[row][order]]
                 if attention or explain:
                     prediction.attention = self.attention_maps(spatial[row:row + 1], global_embedding[row:row + 1],
                                                                text, order)

@@ -36,9 +36,9 @@ class UnitOutputs:
 
     def write(self, scored: UnitScores) -> tuple[dict, Counter]:
         rule = self.plan.rule
-        present = rule.decide(scored.scores)
+        present, probabilities = rule.decisions(scored.scores)
         tagged = TaggedUnit(scored.unit.index, scored.keys, self.plan.names, scored.scores, present,
-                            rule.probabilities(scored.scores), rule.describe(),
+                            probabilities, rule.describe(),
                             present_order(scored.scores, present, self.first))
         sidecars = self.write_sidecars(tagged, scored.files)
         self.tables.write(tagged)

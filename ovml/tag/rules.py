@@ -5,7 +5,7 @@ every output (a `rule` column, Parquet metadata, tag.json). Rules see one block 
 time with every label, never the whole run, so any rule that reads an image's own scores (top-k,
 mcut) streams. `probabilities(scores)` is what a calibrated rule (`Calibrated`: `--threshold auto`,
 `--precision P`) fills from the label maps ovml/calibrate gives it; other rules leave it None, and
-the outputs write it as null.
+the outputs write it as null. `decisions(scores)` gives both, computing the probabilities once.
 
 Options map to rules through two tables: `THRESHOLD_WORDS` (`--threshold mcut`, `--threshold auto`) and `build_rule`, which also combines rules (`--top-k 5 --threshold 0.2`:
 at most five labels, each at least 0.2).
@@ -36,6 +36,10 @@ class Rule:
     def probabilities(self, scores: np.ndarray) -> np.ndarray | None:
         """(n, L) calibrated probabilities, for rules that have them; None here."""
         return None
+
+    def decisions(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(`decide`, `probabilities`) of the same scores, the probabilities computed once."""
+        return self.decide(scores), self.probabilities(scores)
 
 
 @dataclass(frozen=True)
@@ -109,10 +113,15 @@ class AllOf(Rule):
     rules: tuple[Rule, ...]
 
     def decide(self, scores):
-        present = self.rules[0].decide(scores)
+        return self.decisions(scores)[0]
+
+    def decisions(self, scores):
+        present, probabilities = self.rules[0].decisions(scores)
         for rule in self.rules[1:]:
-            present &= rule.decide(scores)
-        return present
+            decided, found = rule.decisions(scores)
+            present &= decided
+            probabilities = found if probabilities is None else probabilities
+        return present, probabilities
 
     def probabilities(self, scores):
         found = [rule.probabilities(scores) for rule in self.rules if isinstance(rule, Calibrated)]
@@ -135,13 +144,16 @@ class Calibrated(Rule):
         return self.maps.probabilities(scores)
 
     def decide(self, scores):
+        return self.decisions(scores)[0]
+
+    def decisions(self, scores):
         probabilities = self.probabilities(scores)
         if self.word != "auto-f1":
-            return probabilities >= self.level
+            return probabilities >= self.level, probabilities
         if self.maps.f1_levels is None:
             raise UsageError("--threshold auto-f1: no reference images to choose each label's level on (give a "
                              "head with validation images, or --cache)")
-        return probabilities >= self.maps.f1_levels[None]
+        return probabilities >= self.maps.f1_levels[None], probabilities
 
     def unreachable(self, names: list[str]) -> list[str]:
         """The labels whose probability stayed under `level` on every reference image."""

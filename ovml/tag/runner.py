@@ -102,6 +102,13 @@ def finish(plan: TagPlan, manifest: Manifest, summary: TagSummary) -> None:
     shutil.rmtree(os.path.join(out, STATE_FOLDER, "parts"), ignore_errors=True)
 
 
+def calibrate_rule(plan: TagPlan, reader: CacheReader | None) -> None:
+    """Give a calibrated rule its label maps (once the label text is known), noting what it says."""
+    config = plan.config
+    plan.notes += attach(plan.rule, plan.names, plan.text, config.head, config.alpha, reader, config.device,
+                         config.calibration)
+
+
 def run_tag(config: TagConfig) -> TagSummary:
     """Tag every pending unit (in this process, or on Dask with `config.dask`) and finish the run,
     holding the output folder's writer lock (and `--save-cache`'s store's) throughout."""
@@ -133,13 +140,11 @@ def tag_pending(config: TagConfig) -> TagSummary:
         pending = manifest.pending
         if config.dask:
             plan_text(plan, reader)
-            plan.notes += attach(plan.rule, plan.names, plan.text, config.head, config.alpha, reader, config.device,
-                                 config.calibration)
+            calibrate_rule(plan, reader)
             run_distributed(plan, manifest, summary, pending)
         else:
             engine = open_engine(plan, reader)
-            plan.notes += attach(plan.rule, plan.names, plan.text, config.head, config.alpha, reader, config.device,
-                                 config.calibration)
+            calibrate_rule(plan, reader)
             bar = progress(total=sum(plan.units[u].stop - plan.units[u].start for u in pending), desc="tag",
                            unit="img", enabled=config.progress, leave=True)
 
