@@ -108,20 +108,6 @@ def number(fields: dict[str, FormField], name: str, kind: type, low, high):
     return value
 
 
-def threshold_field(fields: dict[str, FormField]) -> str | float | None:
-    """The optional `threshold` field: a number, 'mcut', 'auto' or 'auto-f1' (None when absent: the
-    tagger's default), or a 400 naming it."""
-    from ..tag.rules import THRESHOLD_WORDS
-    text = fields["threshold"].text.strip().lower() if "threshold" in fields else ""
-    if not text or text in THRESHOLD_WORDS:
-        return text or None
-    try:
-        return float(text)
-    except ValueError:
-        raise RequestError(400, f"threshold must be a number or one of {', '.join(THRESHOLD_WORDS)}, "
-                                f"got {text[:40]!r}") from None
-
-
 def png_data_url(array) -> str:
     from PIL import Image
     buffer = io.BytesIO()
@@ -150,13 +136,13 @@ def predict_form(server: TaggingServer, fields: dict[str, FormField]) -> dict:
         raise RequestError(400, f"too many labels ({len(names)}; at most {MAX_LABELS} a request)")
     top_k = number(fields, "top_k", int, 1, MAX_LABELS)
     alpha = number(fields, "alpha", float, 0.0, 1.0)
-    threshold = threshold_field(fields)
+    threshold = fields["threshold"].text.strip() if "threshold" in fields else ""   # read by predict's rule
     attention = "attention" in fields and fields["attention"].text.lower() in ("1", "true", "yes", "on")
     attention = attention and server.tagger.has_attention
     with server.lock:
         try:
             (prediction,) = server.tagger.predict([image.value], labels, top_k, alpha, batch_size=1,
-                                                  attention=attention, threshold=threshold)
+                                                  attention=attention, threshold=threshold or None)
         except UsageError as err:
             raise RequestError(400, str(err)) from None
     if prediction.error:
