@@ -22,7 +22,7 @@ from ..tag.rules import AllOf, Calibrated, Rule
 from ..train.run_folder import RunFolder
 from ..train.saved_head import TrainedHead, load_trained_head
 from .fit import first_rows, fit_clip_ml, head_scorer, run_calibration, score_rows
-from .record import Calibration, LabelMaps, read_calibrations, reference_statistics, scorer_key
+from .record import CALIBRATION_FILE, Calibration, LabelMaps, read_calibrations, reference_statistics, scorer_key
 
 
 def calibrated_part(rule: Rule) -> Calibrated | None:
@@ -42,7 +42,7 @@ def can_calibrate(head: str | None, cache: str | None, calibration_file: str | N
     config = RunFolder(head).read_config()
     if (config.get("validation") or {}).get("units") and os.path.exists(config["cache"]["path"]):
         return None
-    if os.path.exists(os.path.join(head, "calibration.json")):
+    if os.path.exists(os.path.join(head, CALIBRATION_FILE)):
         return None
     return f"{head}: no validation images and no calibration.json (run `ovml calibrate --head {head} ...`)"
 

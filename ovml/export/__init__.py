@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..calibrate.record import CALIBRATION_FILE
 from ..config import ExportConfig, PredictConfig
 from ..errors import UsageError
 from ..extract.backbone.onnx_tower import export_tower
@@ -29,7 +30,6 @@ from .graphs import export_head
 
 FORMAT = "ovml-onnx-tagger"
 VERSION = 1
-CALIBRATION_FILE = "calibration.json"
 
 
 @dataclass
@@ -64,8 +64,8 @@ def write_tagger(config: ExportConfig) -> ExportSummary:
     text = tagger.label_text(names)                                                  # (L, D)
     backbone = tagger.backbone
     replace_atomically(os.path.join(config.out, "tower.onnx"), lambda path: export_tower(backbone, path))
-    side = backbone.input_resolution
-    tokens, global_embedding = backbone.encode(torch.zeros(2, 3, side, side))       # (2, T, C), (2, D)
+    size = backbone.input_resolution
+    tokens, global_embedding = backbone.encode(torch.zeros(2, 3, size, size))       # (2, T, C), (2, D)
     outputs: list[str] = []
     replace_atomically(os.path.join(config.out, "head.onnx"), lambda path: outputs.extend(
         export_head(tagger.head.module, tagger.has_attention, tokens, global_embedding, text, path)))
@@ -75,9 +75,7 @@ def write_tagger(config: ExportConfig) -> ExportSummary:
     if os.path.isfile(calibration):
         replace_atomically(os.path.join(config.out, CALIBRATION_FILE), lambda path: shutil.copyfile(calibration, path))
         files.append(CALIBRATION_FILE)
-    side = side_file(config, tagger, names, outputs, files) | {"probability": probability_maps(tagger, names, text,
-                                                                                              config.alpha)}
-    write_json(os.path.join(config.out, "tagger.json"), side)
+    write_json(os.path.join(config.out, "tagger.json"), side_file(config, tagger, names, text, outputs, files))
     return ExportSummary(config.out, files, len(names), "attention" in outputs)
 
 
@@ -98,7 +96,7 @@ def save_array(path: str, text: torch.Tensor) -> None:
         np.save(handle, text.cpu().numpy().astype(np.float32))
 
 
-def side_file(config: ExportConfig, tagger: Predictor, names: list[str], outputs: list[str],
+def side_file(config: ExportConfig, tagger: Predictor, names: list[str], text: torch.Tensor, outputs: list[str],
               files: list[str]) -> dict:
     """tagger.json: what a runtime without ovml needs to prepare images and read the graphs."""
     described = tagger.backbone.describe()
@@ -113,7 +111,8 @@ def side_file(config: ExportConfig, tagger: Predictor, names: list[str], outputs
                        "head": {"file": "head.onnx", "inputs": ["tokens", "global", "text", "alpha"],
                                 "outputs": outputs}},
             "text": "text.npy",
-            "calibration": CALIBRATION_FILE if CALIBRATION_FILE in files else None}
+            "calibration": CALIBRATION_FILE if CALIBRATION_FILE in files else None,
+            "probability": probability_maps(tagger, names, text, config.alpha)}
 
 
 __all__ = ["ExportSummary", "export_run"]
