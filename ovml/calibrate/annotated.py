@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
+from ..extract.add_labels import annotation_lines
 from .record import Calibration
 
 
@@ -28,3 +29,18 @@ def check_both_kinds(path: str, names: list[str], labels: np.ndarray) -> None:
                for j, name in enumerate(names) if not ((labels[:, j] == 1).any() and (labels[:, j] == -1).any())]
     if lacking:
         raise UsageError(f"{path}: cannot calibrate {len(lacking)} label(s): {', '.join(lacking)}")
+
+
+def labelled_lines(path: str, keys: tuple[str, ...] = ("id",)) -> tuple[list[str], list[tuple[int, str, list[str]]]]:
+    """An annotations file's label names (first-seen order; a file with none is refused) and its
+    lines (line number, image key, positive labels)."""
+    _, lines = annotation_lines(path, keys)
+    names = list(dict.fromkeys(name for _, _, labels in lines for name in labels))
+    if not names:
+        raise UsageError(f"{path}: no labels")
+    return names, lines
+
+
+def signs(names: list[str], positives) -> list[int]:
+    """One image's ±1 labels over `names`: +1 for its positives, -1 (a negative) for the rest."""
+    return [1 if name in positives else -1 for name in names]

@@ -18,12 +18,11 @@ from ..cache.batches import RowSelection, cache_pool
 from ..cache.reader import CacheReader
 from ..config import CalibrateConfig
 from ..errors import UsageError
-from ..extract.add_labels import annotation_lines
 from ..lock import STORE_LOCK_SUFFIX, folder_lock, writer_lock
 from ..tag.label_text import cache_label_text
 from ..train.run_folder import RunFolder
 from ..train.saved_head import load_trained_head
-from .annotated import Annotated, check_both_kinds
+from .annotated import Annotated, check_both_kinds, labelled_lines, signs
 from .fit import first_rows, fit_clip_ml, fit_labels, head_scorer, run_calibration, score_rows
 from .images import annotated_images
 from .record import read_calibrations, write_calibration
@@ -31,10 +30,7 @@ from .record import read_calibrations, write_calibration
 
 def read_labelled(path: str, reader: CacheReader) -> tuple[list[str], dict[str, np.ndarray]]:
     """(label names in first-seen order, split -> (rows, ±1 labels (rows, names))) of the annotated images."""
-    _, lines = annotation_lines(path)
-    names = list(dict.fromkeys(name for _, _, labels in lines for name in labels))
-    if not names:
-        raise UsageError(f"{path}: no labels")
+    names, lines = labelled_lines(path)
     wanted = {image: set(labels) for _, image, labels in lines}
     found, matched = {}, set()
     for split in reader.splits:
@@ -42,8 +38,7 @@ def read_labelled(path: str, reader: CacheReader) -> tuple[list[str], dict[str, 
         rows = [i for i, image in enumerate(ids) if image in wanted]
         if rows:
             matched.update(ids[i] for i in rows)
-            found[split] = (np.array(rows), np.array([[1 if name in wanted[ids[i]] else -1 for name in names]
-                                                      for i in rows], dtype=np.int8))
+            found[split] = (np.array(rows), np.array([signs(names, wanted[ids[i]]) for i in rows], dtype=np.int8))
     missing = [image for image in wanted if image not in matched]
     if missing:
         raise UsageError(f"{path}: {len(missing)} id(s) not in {reader.path}: {', '.join(missing[:5])}")

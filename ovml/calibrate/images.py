@@ -16,9 +16,8 @@ import torch
 from ..cache.reader import CacheReader
 from ..config import CalibrateConfig, PredictConfig
 from ..errors import UsageError
-from ..extract.add_labels import annotation_lines
 from ..predict.predictor import Predictor, load_picture
-from .annotated import Annotated, check_both_kinds
+from .annotated import Annotated, check_both_kinds, labelled_lines, signs
 from .fit import first_rows, head_scorer, run_calibration, score_rows
 
 BATCH = 32   # images per tower pass
@@ -26,16 +25,13 @@ BATCH = 32   # images per tower pass
 
 def annotated_files(path: str, folder: str) -> tuple[list[str], list[str], np.ndarray]:
     """(label names in first-seen order, image files, ±1 labels (n, L)) of a `path,labels` file."""
-    _, lines = annotation_lines(path, keys=("path", "id"))
-    names = list(dict.fromkeys(name for _, _, labels in lines for name in labels))
-    if not names:
-        raise UsageError(f"{path}: no labels")
+    names, lines = labelled_lines(path, keys=("path", "id"))
     files = [image if os.path.isabs(image) else os.path.join(folder, image) for _, image, _ in lines]
     missing = [(line, image) for (line, image, _), file in zip(lines, files) if not os.path.isfile(file)]
     if missing:
         raise UsageError(f"{path}:{missing[0][0]}: {missing[0][1]} is not a file under {folder} "
                          f"({len(missing)} listed image(s) missing)")
-    labels = np.array([[1 if name in set(given) else -1 for name in names] for _, _, given in lines], dtype=np.int8)
+    labels = np.array([signs(names, set(given)) for _, _, given in lines], dtype=np.int8)
     return names, files, labels
 
 
