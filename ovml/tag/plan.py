@@ -70,6 +70,11 @@ class TagPlan:
                 "labels_sha256": digest(self.names), "prompts": self.templates, "long": config.long, **source}
 
 
+def unwritable_out(out: str, err: OSError) -> UsageError:
+    """The one-line error of an output folder that cannot be made or written."""
+    return UsageError(f"{out}: cannot write the output folder ({os_reason(err)})")
+
+
 def check_out(out: str) -> None:
     """Create the output folder and prove it can be written, or a one-line error."""
     try:
@@ -79,7 +84,7 @@ def check_out(out: str) -> None:
             pass
         os.remove(probe)
     except OSError as err:
-        raise UsageError(f"{out}: cannot write the output folder ({os_reason(err)})") from err
+        raise unwritable_out(out, err) from err
 
 
 def check_formats(config: TagConfig) -> None:

@@ -22,14 +22,13 @@ from ..cache.writer import cache_writer_lock
 from ..calibrate.attach import attach
 from ..config import TagConfig
 from ..extract.summary import SteadyRate
-from ..errors import UsageError, os_reason
 from ..files import write_json, write_text
 from ..lock import folder_lock
 from ..progress import progress
 from .distributed import run_distributed
 from .engine import errors_part, open_engine, plan_text, tag_units
 from .manifest import STATE_FOLDER, Manifest
-from .plan import TagPlan, plan_tag
+from .plan import TagPlan, plan_tag, unwritable_out
 from .tables import TableParts
 
 
@@ -116,7 +115,7 @@ def run_tag(config: TagConfig) -> TagSummary:
         try:
             held.enter_context(folder_lock(config.out, config.lock))
         except OSError as err:
-            raise UsageError(f"{config.out}: cannot write the output folder ({os_reason(err)})") from err
+            raise unwritable_out(config.out, err) from err
         if config.save_cache:
             held.enter_context(cache_writer_lock(config.save_cache, config.lock))
         return tag_pending(config)
