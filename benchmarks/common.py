@@ -6,6 +6,7 @@ or `python -m benchmarks.experiments.e1_planted_table`; benchmarks/README.md lis
 """
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
@@ -158,3 +159,11 @@ def module_command(module: str, *arguments: str) -> list[str]:
     """`python -m module arguments...`: how a benchmark reruns itself (`__spec__.name`) in a fresh
     process; run it with `cwd=REPOSITORY` so that `benchmarks` is importable there."""
     return [sys.executable, "-m", module, *arguments]
+
+
+def write_figures(path: str | None, figures: dict, indent: int = 2) -> None:
+    """A benchmark's figures as JSON at `path` (its `--json`), for gpu_suite.sh and the README;
+    nothing when no path is given."""
+    if path:
+        with open(path, "w") as handle:
+            json.dump(figures, handle, indent=indent, default=float)

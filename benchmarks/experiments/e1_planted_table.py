@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 
+from benchmarks.common import write_figures
 from ovml.config import PAPER_SETTINGS, EvalConfig, TrainConfig
 from ovml.evaluation.evaluate import evaluate_cache
 from ovml.train.trainer import train_head
@@ -75,9 +76,7 @@ def main() -> None:
             for seed in seeds:
                 table[(world_name, seed)] = one_world(world_name, seed, args.epochs, folder)
                 print(f"{world_name} seed {seed}: {json.dumps(table[(world_name, seed)])}", flush=True)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({f"{w}/{s}": v for (w, s), v in table.items()}, handle, indent=1)
+    write_figures(args.json, {f"{w}/{s}": v for (w, s), v in table.items()}, indent=1)
     scorers = list(BASELINES.values()) + list(HEADS)
     print(f"\nZSL / GZSL mAP, mean (min-max) over seeds {args.seeds}, {args.epochs} epochs\n")
     print("| world | " + " | ".join(scorers) + " | lr auto chose | defaults meet the bar |")

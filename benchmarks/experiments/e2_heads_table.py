@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from benchmarks.common import write_figures
 from ovml.config import PAPER_SETTINGS, EvalConfig, TrainConfig
 from ovml.metrics.protocol import evaluate
 from ovml.evaluation.evaluate import evaluate_cache, evaluated_labels
@@ -113,9 +114,7 @@ def main() -> None:
     settings = (f"Planted world, {args.train_images} train / {args.test_images} test images, {args.epochs} epochs, "
                 "train-head defaults (OVML also with --paper), alpha 0")
     print_table(per_seed, settings)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"settings": settings, "seeds": per_seed}, handle, indent=1)
+    write_figures(args.json, {"settings": settings, "seeds": per_seed}, indent=1)
 
 
 if __name__ == "__main__":

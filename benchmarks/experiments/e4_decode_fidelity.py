@@ -17,7 +17,6 @@ exact path is recomputed on the GPU as the reference).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -25,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import random_clip_file, write_photos
+from benchmarks.common import random_clip_file, write_figures, write_photos
 from ovml.extract.backbone import load_backbone
 from ovml.extract.device_decode import DevicePixels
 from ovml.extract.images import ImageRows, collate, normalise
@@ -129,9 +128,7 @@ def main() -> None:
                   f"{100 * r['spatial_relative_change_median']:.1f} % of the between-image spread (max "
                   f"{100 * r['spatial_relative_change_max']:.1f} %); global cosine mean {r['global_cos_mean']:.5f} "
                   f"(min {r['global_cos_min']:.5f}), change {100 * r['global_relative_change_median']:.1f} %")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"decode_fidelity": {"device": str(device), "images": args.images} | results}, handle, indent=2)
+    write_figures(args.json, {"decode_fidelity": {"device": str(device), "images": args.images} | results})
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 
+from benchmarks.common import write_figures
 from ovml.synthetic.planted import PlantedWorld, write_planted_world
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -92,12 +93,9 @@ def main() -> None:
               f"ZSL mAP {r['unseen']['mAP']:.2f} ({r['unseen']['mAP'] - base['unseen']['mAP']:+.2f}), "
               f"GZSL mAP {r['all']['mAP']:.2f} ({r['all']['mAP'] - base['all']['mAP']:+.2f})"
               + "".join(f"; {note}" for note in r["notes"]))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"planted_amp": {"device": "cuda:0" if args.gpu else "cpu", "train_images": args.train_images,
-                                       "epochs": args.epochs, "small": args.small, "world_seconds": made,
-                                       "emulated_autocast": args.emulate_autocast}
-                       | results}, handle, indent=2)
+    run = {"device": "cuda:0" if args.gpu else "cpu", "train_images": args.train_images, "epochs": args.epochs,
+           "small": args.small, "world_seconds": made, "emulated_autocast": args.emulate_autocast}
+    write_figures(args.json, {"planted_amp": run | results})
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import tempfile
 import numpy as np
 import torch
 
+from benchmarks.common import write_figures
 from ovml.cache.batches import RowSelection, cache_pool, validation_rows
 from ovml.cache.reader import CacheReader
 from ovml.calibrate.fit import PRIOR_STRENGTH, fit_run, head_scorer, score_rows
@@ -176,9 +177,7 @@ def main() -> None:
                 shared_from = results[f"{world_name}/{seed}"]["shared_from"]
                 print(f"{world_name} seed {seed}: shared map fitted on {shared_from}")
                 print("\n".join(table({f"{world_name}/{seed}": results[f"{world_name}/{seed}"]})), flush=True)
-                if args.json:
-                    with open(args.json, "w") as handle:
-                        json.dump(results, handle, indent=1, default=float)
+                write_figures(args.json, results, indent=1)
     print("\nall runs:" + "\n".join(table(results)))
 
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
-import json
 import statistics
 import tempfile
 import threading
 import time
 
-from benchmarks.common import photo_like, random_clip_file
+from benchmarks.common import photo_like, random_clip_file, write_figures
 from ovml.config import PredictConfig, ServeConfig
 from ovml.predict.predictor import Predictor
 from ovml.serve.app import make_server
@@ -121,9 +120,7 @@ def main() -> None:
     device = "cuda:0" if args.gpu else f"CPU ({tagger.backbone.describe()['precision']})"
     for name, rate in median.items():
         print(f"{name:32s} {rate:7.2f} requests/s")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"b11_serve": {"shape": args.shape, "device": device, "rates": median}}, handle, indent=2)
+    write_figures(args.json, {"b11_serve": {"shape": args.shape, "device": device, "rates": median}})
     ratio = median[f"{args.clients} clients, batched"] / median["1 client"]
     print(f"RATIO B11 {ratio:.2f} requests/s of {args.clients} concurrent clients over one ({args.shape} shapes on "
           f"{device}, max batch {args.max_batch}, {args.wait_ms:g} ms window, {args.requests} requests, median of "

@@ -16,7 +16,6 @@ since that round (ovml.extract.summary.SteadyRate); what `extract` spends beyond
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -24,7 +23,7 @@ import time
 
 import torch
 
-from benchmarks.common import random_clip_file, write_folder_dataset
+from benchmarks.common import random_clip_file, write_figures, write_folder_dataset
 from ovml.config import ExtractConfig
 from ovml.extract.backbone import Backbone, load_backbone
 from ovml.extract.datasets import open_dataset
@@ -138,9 +137,7 @@ def main() -> None:
           f"{result['pipeline']:.1f} images/s steady (median of {args.repeats}); fixed cost "
           f"{result['fixed_seconds']:.1f} s; the ceiling is the {result['bound']}")
     print(f"last run's {result['last_phases']}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"B1": vars(args) | result | {"device": device}}, handle, indent=2)
+    write_figures(args.json, {"B1": vars(args) | result | {"device": device}})
     print(f"RATIO B1 {result['ratio']:.3f} extract-steady-images-per-s / min(bare-forward, decode+preprocess) "
           f"({args.shape}, {args.images} images, batch {args.batch_size}, {args.workers} workers, "
           f"--decode {result['decode_mode']}, {device}, ceiling: {result['bound']})")

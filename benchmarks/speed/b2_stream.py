@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 
+from benchmarks.common import write_figures
 from ovml.config import TrainConfig
 from ovml.train.trainer import train_head
 from ovml.synthetic.planted import PlantedWorld, write_planted_world
@@ -43,10 +44,8 @@ def main() -> None:
     print(f"{args.images} images, 49 x {world.channels} tokens, 40 seen labels, batch 64, {device}")
     print(f"epoch from the Zarr store: {stream_s:.2f} s ({args.images / stream_s:.1f} images/s); "
           f"from RAM: {memory_s:.2f} s ({args.images / memory_s:.1f} images/s)")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"B2": {"device": device, "images": args.images, "stream_seconds": stream_s,
-                              "memory_seconds": memory_s, "ratio": memory_s / stream_s}}, handle, indent=2)
+    write_figures(args.json, {"B2": {"device": device, "images": args.images, "stream_seconds": stream_s,
+                                     "memory_seconds": memory_s, "ratio": memory_s / stream_s}})
     print(f"RATIO B2 {memory_s / stream_s:.3f} streaming-images-per-s / in-memory-images-per-s "
           f"(median of {len(streamed)} epochs each, {device})")
 

@@ -6,14 +6,13 @@ backbone in the loop (decode, CLIP RN50 forward, then the same head step), rando
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 
 import torch
 
-from benchmarks.common import random_clip_file, write_folder_dataset
+from benchmarks.common import random_clip_file, write_figures, write_folder_dataset
 from ovml.cache.reader import CacheReader
 from ovml.config import ExtractConfig, TrainConfig
 from ovml.extract.backbone import load_backbone
@@ -65,10 +64,8 @@ def main() -> None:
             looped = backbone_epoch(trainer, backbone, paths, labels, args.batch_size)
     print(f"{args.images} images, batch {args.batch_size}, {args.shape} shapes, {device}: epoch from the cache "
           f"{cached:.2f} s, with the backbone in the loop {looped:.2f} s")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"B3": {"device": device, "images": args.images, "cached_seconds": cached,
-                              "backbone_loop_seconds": looped, "ratio": looped / cached}}, handle, indent=2)
+    write_figures(args.json, {"B3": {"device": device, "images": args.images, "cached_seconds": cached,
+                                     "backbone_loop_seconds": looped, "ratio": looped / cached}})
     print(f"RATIO B3 {looped / cached:.1f} backbone-in-loop-seconds / cached-seconds "
           f"({args.images} images, one epoch, {device})")
 

@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from benchmarks.common import REPOSITORY, module_command
+from benchmarks.common import REPOSITORY, module_command, write_figures
 from ovml.heads.attention import OVMLHead
 
 N, L, HW, C, D, HEADS = 64, 925, 49, 2048, 1024, 32
@@ -142,11 +142,9 @@ def main() -> None:
     for arm in ARMS:
         print(f"{arm:8s} median {medians[arm]:7.3f} s  (reps: {', '.join(f'{t:.3f}' for t in times[arm])})  "
               f"peak {peaks[arm] / 2 ** 20:7.0f} MiB ({what})")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"B6": {"device": str(device), "seconds": medians, "reps": times, "ratio": ratio,
-                              "peak_mib": {arm: peaks[arm] / 2 ** 20 for arm in ARMS},
-                              "output_difference": out_diff, "gradient_difference": grad_diff}}, handle, indent=2)
+    write_figures(args.json, {"B6": {"device": str(device), "seconds": medians, "reps": times, "ratio": ratio,
+                                     "peak_mib": {arm: peaks[arm] / 2 ** 20 for arm in ARMS},
+                                     "output_difference": out_diff, "gradient_difference": grad_diff}})
     print(f"RATIO B6 {ratio:.2f} literal-seconds / fused-seconds (median of {args.reps} paired repetitions; "
           f"N={N} L={L} HW={HW} C={C} D={D} h={HEADS}, fwd+bwd)")
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import statistics
@@ -39,7 +38,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from benchmarks.common import random_clip_file, write_photos
+from benchmarks.common import random_clip_file, write_figures, write_photos
 from ovml.extract.backbone import Backbone, load_backbone
 from ovml.extract.backbone.engine import describe_cpu, native_bf16_flags
 from ovml.extract.images import ImageRows, collate, normalise
@@ -252,9 +251,7 @@ def main() -> None:
                   f"{p['largest_change']:.3f} points")
             for key, value in p["before"].items():
                 print(f"  {key:24s} mAP {value:6.2f} -> {p['after'][key]:6.2f}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"b9_cpu_tower": results}, handle, indent=2)
+    write_figures(args.json, {"b9_cpu_tower": results})
     for shape, result in list(results.items())[1:]:
         if shape in NAMES:
             print(f"B9 {NAMES[shape]}: {result['ratios']['default']:.2f} default CPU path over eager fp32 "
